@@ -1,0 +1,89 @@
+"""Unconstrained baselines: minimise the objective only, ignoring every constraint.
+
+They are the reference a constrained method must beat on feasibility and stay close to on the
+objective. The constraint values are still estimated and logged (the trainer does that), so a
+report can show how far the baseline violates the bound.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from .base import Algorithm, Estimate, Hyperparameters, max_violation
+
+
+class SGDHyperparameters(Hyperparameters):
+    lr: float = Field(0.01, gt=0, description="step size")
+    momentum: float = Field(0.0, ge=0, lt=1, description="heavy-ball momentum")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
+
+
+class AdamHyperparameters(Hyperparameters):
+    lr: float = Field(1e-3, gt=0, description="step size")
+    beta1: float = Field(0.9, ge=0, lt=1, description="first-moment decay")
+    beta2: float = Field(0.999, ge=0, lt=1, description="second-moment decay")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
+
+
+class _TorchOptimizerBaseline(Algorithm):
+    """Wraps a ``torch.optim`` optimiser; subclasses only say which one."""
+
+    constrained: ClassVar[bool] = False
+
+    def __init__(self, params, num_constraints: int, hp: Hyperparameters) -> None:
+        super().__init__(params, num_constraints, hp)
+        self.optimizer = self._make_optimizer()
+
+    @abstractmethod
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimiser over ``self.params`` built from ``self.hp``."""
+
+    def step(self, estimate: Estimate) -> dict[str, float]:
+        loss, c = estimate()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return {"loss": float(loss.detach()), "max_violation": max_violation(c)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class SGD(_TorchOptimizerBaseline):
+    r"""Stochastic gradient descent on the objective: :math:`x \leftarrow x - \alpha \nabla f`.
+
+    Robbins & Monro (1951); the unconstrained baseline of the Folktables benchmark.
+    """
+
+    name = "sgd"
+    paper = "Robbins & Monro 1951, A stochastic approximation method"
+    hyperparameters = SGDHyperparameters
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        hp = self.hp
+        return torch.optim.SGD(
+            self.params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+        )
+
+
+class Adam(_TorchOptimizerBaseline):
+    """Adam on the objective (Kingma & Ba 2015, arXiv 1412.6980)."""
+
+    name = "adam"
+    paper = "Kingma & Ba 2015, arXiv 1412.6980"
+    hyperparameters = AdamHyperparameters
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        hp = self.hp
+        return torch.optim.Adam(
+            self.params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay
+        )

@@ -1,0 +1,107 @@
+"""The ``ctrain`` command.
+
+Exit codes: 0 success; 2 bad input (one line naming the field, printed before any job or Ray
+starts); 1 a runtime failure (e.g. trials that errored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .spec import SpecError, load_spec
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, help="sweep spec (YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set training.budget.steps=500 (repeatable)",
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    spec = load_spec(args.spec, args.overrides)
+    store_root = args.store or Path("runs") / spec.name
+    trials = spec.trials()
+    print(
+        f"sweep {spec.name!r}: {len(spec.algorithms)} algorithms, {len(trials)} trials "
+        f"({len(spec.seed_list())} seeds each) -> store {store_root}"
+    )
+    if args.dry_run:
+        for trial in trials:
+            print(f"  {trial.trial_id}  {trial.config_label} seed {trial.seed}")
+        return 0
+    outcome = run_sweep(spec, store_root, resume=args.resume)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
+    print(f"done: {counts or 'nothing to run'}; {outcome.skipped} skipped as already finished")
+    return EXIT_FAILURE if outcome.failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import store
+    from .report import write_report
+
+    if not (args.store / "trials").is_dir():
+        raise SpecError("--store", f"{args.store} holds no trials table; run `ctrain sweep` first")
+    out = args.out or args.store / "report"
+    markdown = write_report(store.open(args.store), out, sweep_id=args.sweep)
+    print(markdown)
+    print(f"\nwritten to {out}/")
+    return 0
+
+
+def _algorithms(args: argparse.Namespace) -> int:
+    from .algorithms import ALGORITHMS
+
+    for name, cls in sorted(ALGORITHMS.items()):
+        kind = "constrained" if cls.constrained else "unconstrained"
+        print(f"{name} ({kind}) — {cls.paper}")
+        for field_name, field in cls.hyperparameters.model_fields.items():
+            print(f"    {field_name} = {field.default!r}: {field.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctrain", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="run a sweep spec on Ray Tune into a store")
+    _add_spec_arguments(sweep)
+    sweep.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
+    sweep.add_argument("--resume", action="store_true", help="continue a sweep the store holds")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list trials only")
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser("report", help="statistics across seeds from a store")
+    report.add_argument("--store", type=Path, required=True)
+    report.add_argument("--sweep", help="sweep id (default: every sweep in the store)")
+    report.add_argument("--out", type=Path, help="output folder (default STORE/report)")
+    report.set_defaults(handler=_report)
+
+    algorithms = commands.add_parser("algorithms", help="list algorithms and hyperparameters")
+    algorithms.set_defaults(handler=_algorithms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SpecError as error:
+        print(f"ctrain: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Every user-facing configuration, validated whole before anything starts.
+
+A sweep spec is YAML; ``--set a.b=v`` overrides any field (``v`` read as YAML, list items by
+index: ``algorithms.1.params.lr=0.1``). Validation is strict and complete up front (unknown
+keys, bounds, algorithm names, every listed hyperparameter value, data files) because a
+mistake found by a Ray worker minutes into a sweep costs the whole sweep; a :class:`SpecError`
+names the field in one line and the CLI exits 2 on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .algorithms import ALGORITHMS
+from .constraints import CONSTRAINTS
+
+ADULT_FILES = ("adult.data.gz", "adult.test.gz")
+
+
+class SpecError(ValueError):
+    """A spec problem, with the dotted path of the field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdultDataSpec(_Strict):
+    """The embedded UCI Adult data (or a copy of its two files in ``path``)."""
+
+    dataset: Literal["adult"] = "adult"
+    sensitive: Literal["sex", "race"] = Field("sex", description="group attribute")
+    path: Path | None = Field(None, description="folder with adult.data.gz and adult.test.gz")
+    include_sensitive_feature: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _files_exist(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        for name in ADULT_FILES:
+            if not (path / name).is_file():
+                raise ValueError(
+                    f"{path / name} not found; point data.path at a folder holding "
+                    f"{' and '.join(ADULT_FILES)}, or drop data.path to use the embedded copy"
+                )
+        return path.resolve()
+
+
+class SplitSpec(_Strict):
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = Field(0, ge=0, description="split seed, fixed across training seeds")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.val + self.test >= 1:
+            raise ValueError("val + test must be below 1 so that rows remain for training")
+        return self
+
+
+class ModelSpec(_Strict):
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64, 32], description="hidden widths of the ReLU MLP"
+    )
+
+
+class ConstraintSpec(_Strict):
+    kind: str = Field(description=f"one of {sorted(CONSTRAINTS)}")
+    bound: float = Field(ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, kind: str) -> str:
+        if kind not in CONSTRAINTS:
+            raise ValueError(
+                f"unknown constraint {kind!r}; known: {', '.join(sorted(CONSTRAINTS))}"
+            )
+        return kind
+
+
+class BudgetSpec(_Strict):
+    steps: int | None = Field(None, gt=0)
+    seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetSpec:
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("give exactly one of budget.steps or budget.seconds")
+        return self
+
+
+class TrainingSpec(_Strict):
+    batch_size: int = Field(64, gt=0)
+    budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(steps=1000))
+    eval_every: int = Field(100, gt=0, description="evaluate every this many steps")
+    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    threads: int = Field(1, gt=0, description="torch intra-op threads per trial")
+
+
+class AlgorithmSpec(_Strict):
+    """One algorithm; a list as a parameter value means "sweep over these values"."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
+        return name
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the listed values, in a stable order."""
+        keys = sorted(self.params)
+        values = [v if isinstance(v, list) else [v] for v in (self.params[k] for k in keys)]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+class ResourcesSpec(_Strict):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int | None = Field(None, gt=0)
+
+
+class SweepSpec(_Strict):
+    """A study: data × constraints × algorithms × hyperparameters × seeds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: AdultDataSpec = Field(default_factory=AdultDataSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    constraints: list[ConstraintSpec] = Field(min_length=1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    algorithms: list[AlgorithmSpec] = Field(min_length=1)
+    seeds: int | list[int] = Field(5, description="a count (0..n-1) or an explicit list")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_sane(cls, seeds: int | list[int]) -> int | list[int]:
+        if isinstance(seeds, int) and seeds <= 0:
+            raise ValueError("seeds must be a positive count or a non-empty list")
+        if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError("seeds must be a non-empty list without repeats")
+        return seeds
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def trials(self) -> list[TrialSpec]:
+        """One trial per algorithm × hyperparameter combination × seed."""
+        shared = self.model_dump(
+            mode="json", include={"data", "split", "model", "constraints", "training"}
+        )
+        return [
+            TrialSpec(sweep_id=self.name, algorithm=a.name, hyperparameters=hp, seed=seed, **shared)
+            for a in self.algorithms
+            for hp in a.grid()
+            for seed in self.seed_list()
+        ]
+
+
+class TrialSpec(_Strict):
+    """Everything one trial needs: what the trainer receives, and what a trial id hashes."""
+
+    sweep_id: str
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    data: AdultDataSpec
+    split: SplitSpec
+    model: ModelSpec
+    constraints: list[ConstraintSpec]
+    training: TrainingSpec
+
+    @property
+    def trial_id(self) -> str:
+        """Stable across runs and machines, so a finished trial is recognised on resume."""
+        payload = self.model_dump(mode="json", exclude={"sweep_id"})
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return f"{self.algorithm}-s{self.seed}-{digest[:12]}"
+
+    @property
+    def config_label(self) -> str:
+        """The configuration without the seed: what results are grouped by across seeds."""
+        params = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(self.hyperparameters.items())
+        )
+        return f"{self.algorithm}({params})"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _check_hyperparameters(spec: SweepSpec) -> None:
+    """Validate every listed hyperparameter value against its algorithm's declared model."""
+    for index, algorithm in enumerate(spec.algorithms):
+        model = ALGORITHMS[algorithm.name].hyperparameters
+        for combo in algorithm.grid():
+            try:
+                model(**combo)
+            except ValidationError as error:
+                first = error.errors()[0]
+                name = _field_path(first["loc"])
+                known = ", ".join(model.model_fields)
+                hint = f" (known: {known})" if first["type"] == "extra_forbidden" else ""
+                raise SpecError(
+                    f"algorithms.{index}.params.{name}",
+                    f"{first['msg']}, got {first.get('input')!r}{hint}",
+                ) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=v`` overrides (``v`` parsed as YAML) to a raw spec mapping, in order."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise SpecError(override, "an override must look like key.path=value")
+        node: Any = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SpecError(key, f"{part!r} is not an index of a {len(node)}-item list")
+                index = int(part)
+                if last:
+                    node[index] = yaml.safe_load(text)
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = yaml.safe_load(text)
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise SpecError(key, f"{'.'.join(parts[:depth])} is not a mapping or a list")
+    return raw
+
+
+def parse_spec(raw: dict[str, Any]) -> SweepSpec:
+    """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the spec reference in README.md"
+        raise SpecError(_field_path(first["loc"]), message) from None
+    _check_hyperparameters(spec)
+    return spec
+
+
+def load_spec(path: Path | str, overrides: list[str] | None = None) -> SweepSpec:
+    """Read a YAML spec, apply overrides and validate it whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("SPEC", f"{path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SpecError("SPEC", f"{path} is not valid YAML: {error}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise SpecError("SPEC", f"{path} must hold a mapping at the top level")
+    return parse_spec(apply_overrides(raw, overrides or []))

@@ -1,0 +1,237 @@
+"""A sweep spec as a Ray Tune run whose results land in the store. The only module that knows Ray.
+
+Data path: each trial runs :func:`ctrain_dist.trainer.train` in a Tune function trainable with
+a :class:`TuneSink`, which ships its rows to the driver through ``tune.report``; the driver's
+:class:`StoreCallback` writes them to the store. Only the driver writes, so trials need no
+access to the store's file system and a store never sees two writers per sweep.
+
+Before Ray starts: resources are checked against this machine (Ray waits forever on a request
+that cannot fit, so it is refused up front) and trials the store already shows finished are
+dropped, so a resumed sweep never re-runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import store as store_module
+from .spec import SpecError, SweepSpec, TrialSpec
+from .trainer import error_row, train
+
+_TIMESTAMP_COLUMNS = ("started_at", "ended_at")
+FLUSH_SECONDS = 5.0
+"""How often the driver writes buffered rows, so a running sweep is visible to readers."""
+
+
+def _encode(rows: list[dict[str, Any]] | dict[str, Any]) -> str:
+    return json.dumps(rows, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+
+
+def _decode_trial_row(text: str) -> dict[str, Any]:
+    row = json.loads(text)
+    for key in _TIMESTAMP_COLUMNS:
+        row[key] = datetime.fromisoformat(row[key])
+    return row
+
+
+class TuneSink:
+    """The trainer's sink inside a Tune trial: every batch of rows becomes one ``report``."""
+
+    def evals(self, rows: list[dict[str, Any]]) -> None:
+        from ray import tune
+
+        tune.report({"ctrain_evals": _encode(rows)})
+
+    def finish(self, trial_row: dict[str, Any]) -> None:
+        from ray import tune
+
+        tune.report({"ctrain_trial": _encode(trial_row)})
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable: one trial of the spec, rows reported to the driver."""
+    train(TrialSpec.model_validate(config["trial"]), TuneSink())
+
+
+@dataclass
+class SweepOutcome:
+    """What happened: counts by status, and the trials skipped as already finished."""
+
+    total: int
+    skipped: int
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return self.statuses.get("error", 0)
+
+
+def _make_callback_class():
+    """The store callback, defined lazily so importing this module does not import Ray."""
+    from ray import tune
+
+    class StoreCallback(tune.Callback):
+        """Driver side: buffers rows from trial results and flushes them to the store."""
+
+        def __init__(self, writer: store_module.StoreWriter, log: Callable[[str], None]) -> None:
+            self.writer = writer
+            self.log = log
+            self.evals: list[dict[str, Any]] = []
+            self.trials: list[dict[str, Any]] = []
+            self.statuses: dict[str, int] = {}
+            self.done = 0
+            self.total = 0
+            self.last_flush = time.monotonic()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if "ctrain_evals" in result:
+                self.evals.extend(json.loads(result["ctrain_evals"]))
+            if "ctrain_trial" in result:
+                row = _decode_trial_row(result["ctrain_trial"])
+                self.trials.append(row)
+                self._count(row)
+            if time.monotonic() - self.last_flush > FLUSH_SECONDS:
+                self.flush()
+
+        def _record_error(self, trial, retrying: bool) -> None:
+            spec = TrialSpec.model_validate(trial.config["trial"])
+            text = trial.get_error() if hasattr(trial, "get_error") else None
+            row = error_row(spec, str(text or "trial raised; see the Tune log"))
+            self.trials.append(row)
+            if retrying:
+                self.log(f"  {spec.trial_id}: error, retrying")
+            else:
+                self._count(row)
+            self.flush()
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._record_error(trial, retrying=False)
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            self._record_error(trial, retrying=True)
+
+        def _count(self, row: dict[str, Any]) -> None:
+            self.done += 1
+            self.statuses[row["status"]] = self.statuses.get(row["status"], 0) + 1
+            objective = row.get("final_test_objective")
+            violation = row.get("final_test_max_violation")
+            if objective is not None and violation is not None:
+                detail = f"test objective {objective:.4f}, test max violation {violation:.4f}"
+            else:
+                detail = ((row.get("error") or "").strip().splitlines() or [""])[-1]
+            self.log(
+                f"[{self.done}/{self.total}] {row['config_label']} seed {row['seed']}: "
+                f"{row['status']}, {detail}"
+            )
+
+        def flush(self) -> None:
+            self.writer.write_evals(self.evals)
+            self.writer.write_trials(self.trials)
+            self.evals, self.trials = [], []
+            self.last_flush = time.monotonic()
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.flush()
+
+    return StoreCallback
+
+
+def check_resources(spec: SweepSpec, cpus: int, gpus: int) -> None:
+    """Refuse a per-trial request this machine can never satisfy (Ray would wait forever)."""
+    request = spec.resources
+    if request.cpus_per_trial > cpus:
+        raise SpecError(
+            "resources.cpus_per_trial",
+            f"asks {request.cpus_per_trial:g} CPUs per trial but this machine has {cpus}",
+        )
+    if request.gpus_per_trial > gpus:
+        raise SpecError(
+            "resources.gpus_per_trial",
+            f"asks {request.gpus_per_trial:g} GPUs per trial but this machine has {gpus}",
+        )
+
+
+def plan(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpec], int]:
+    """The trials still to run, and how many the store already shows finished.
+
+    Without ``resume``, a sweep name that the store already holds is refused: silently mixing
+    two studies under one name would corrupt both reports.
+    """
+    store = store_module.open(store_root)
+    trials = spec.trials()
+    existing = store.trials(spec.name, all_attempts=True)
+    if len(existing) and not resume:
+        raise SpecError(
+            "name",
+            f"the store {store_root} already holds sweep {spec.name!r} ({len(existing)} rows); "
+            "pass --resume to continue it, or --set name=NEW for a new sweep",
+        )
+    finished = store.finished_trial_ids(spec.name)
+    pending = [t for t in trials if t.trial_id not in finished]
+    return pending, len(trials) - len(pending)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    store_root: Path,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> SweepOutcome:
+    """Run every trial of ``spec`` not yet finished in the store, on a local Ray."""
+    import torch
+
+    check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
+    pending, skipped = plan(spec, store_root, resume)
+    outcome = SweepOutcome(total=len(pending) + skipped, skipped=skipped)
+    if skipped:
+        log(f"{skipped} of {outcome.total} trials already finished in the store; skipping them")
+    if not pending:
+        return outcome
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    import ray
+    from ray import tune
+
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        ignore_reinit_error=True,
+    )
+    try:
+        callback = _make_callback_class()(store_module.StoreWriter(store_root, spec.name), log)
+        callback.total = len(pending)
+        resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, resources),
+            param_space={"trial": tune.grid_search([t.model_dump(mode="json") for t in pending])},
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,
+                max_concurrent_trials=spec.resources.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str((store_root / "_tune").resolve()),
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                verbose=0,
+            ),
+        )
+        log(f"running {len(pending)} trials of sweep {spec.name!r} on a local Ray")
+        tuner.fit()
+        callback.flush()
+        outcome.statuses = callback.statuses
+    finally:
+        ray.shutdown()
+    return outcome
