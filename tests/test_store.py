@@ -1,0 +1,229 @@
+"""Specification of the analysis store: atomic appends, schema union, attempt dedup, readers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from ctrain_dist import store
+from ctrain_dist.store import StoreWarning, StoreWriter
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def trial_row(trial_id: str, attempt_id: str, status: str = "finished", **extra) -> dict:
+    """A trial-attempt row of the row contract, trimmed to what the store looks at."""
+    ended = extra.pop("ended_at", T0 + timedelta(minutes=1))
+    return {
+        "sweep_id": "s1",
+        "trial_id": trial_id,
+        "attempt_id": attempt_id,
+        "algorithm": "alm",
+        "constrained": True,
+        "config_label": "alm(lr=0.1)",
+        "seed": 0,
+        "status": status,
+        "error": "boom" if status == "error" else None,
+        "started_at": T0,
+        "ended_at": ended,
+        "final_test_objective": None if status == "error" else 0.5,
+        **extra,
+    }
+
+
+def eval_row(trial_id: str, attempt_id: str, step: int, split: str = "test") -> dict:
+    return {
+        "sweep_id": "s1",
+        "trial_id": trial_id,
+        "attempt_id": attempt_id,
+        "algorithm": "alm",
+        "config_label": "alm(lr=0.1)",
+        "seed": 0,
+        "split": split,
+        "step": step,
+        "time_s": float(step),
+        "objective": 1.0 / (step + 1),
+    }
+
+
+def part_files(root: Path, table: str) -> list[Path]:
+    return sorted((root / table).glob("*/*.parquet"))
+
+
+def test_each_write_is_one_parquet_file_under_the_sweep_partition(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1")])
+    writer.write_trials([trial_row("t2", "a2")])
+    files = part_files(tmp_path, "trials")
+    assert len(files) == 2
+    assert all(f.parent.name == "sweep_id=s1" and f.name.startswith("part-") for f in files)
+
+
+def test_empty_write_creates_no_file(tmp_path: Path) -> None:
+    assert StoreWriter(tmp_path, "s1").write_evals([]) is None
+    assert not (tmp_path / "evals").exists()
+
+
+def test_files_carry_schema_version_and_no_sweep_id_column(tmp_path: Path) -> None:
+    path = StoreWriter(tmp_path, "s1").write_trials([trial_row("t1", "a1")])
+    schema = pq.read_schema(path)
+    assert schema.metadata[b"ctrain.schema_version"] == b"1"
+    assert "sweep_id" not in schema.names
+
+
+def test_writer_rejects_rows_of_another_sweep(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sweep_id"):
+        StoreWriter(tmp_path, "s1").write_trials([{**trial_row("t1", "a1"), "sweep_id": "s2"}])
+
+
+def test_writer_rejects_sweep_ids_that_need_escaping_in_a_path(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sweep_id"):
+        StoreWriter(tmp_path, "a/b")
+
+
+def test_round_trip_unifies_differing_hyperparameter_columns(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1", hp_lr=1, hp_dual_lr=0.05)])
+    writer.write_trials([trial_row("t2", "a2", hp_lr=0.5, hp_schedule="cosine")])
+    frame = store.open(tmp_path).trials().set_index("trial_id")
+    assert frame.loc["t1", "hp_dual_lr"] == 0.05
+    assert frame.loc["t2", "hp_schedule"] == "cosine"
+    assert frame["hp_lr"].tolist() == [1.0, 0.5]
+    assert frame.loc["t2", "hp_dual_lr"] != frame.loc["t2", "hp_dual_lr"]  # NaN: absent
+    assert frame.loc["t1", "ended_at"] == T0 + timedelta(minutes=1)
+    assert set(frame["sweep_id"]) == {"s1"}
+
+
+def test_terminal_attempt_is_kept_over_a_later_errored_retry(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "finished-early", ended_at=T0)])
+    writer.write_trials([trial_row("t1", "errored-later", "error", ended_at=T0 + timedelta(1))])
+    reader = store.open(tmp_path)
+    assert reader.trials()["attempt_id"].tolist() == ["finished-early"]
+    assert sorted(reader.trials(all_attempts=True)["attempt_id"]) == [
+        "errored-later",
+        "finished-early",
+    ]
+
+
+def test_latest_of_several_terminal_attempts_is_kept(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "new", ended_at=T0 + timedelta(hours=1))])
+    writer.write_trials([trial_row("t1", "old", ended_at=T0)])
+    assert store.open(tmp_path).trials()["attempt_id"].tolist() == ["new"]
+
+
+def test_evals_default_to_rows_of_kept_attempts(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "good"), trial_row("t1", "bad", "error")])
+    writer.write_evals([eval_row("t1", "good", s) for s in range(3)])
+    writer.write_evals([eval_row("t1", "bad", s) for s in range(5)])
+    reader = store.open(tmp_path)
+    assert set(reader.evals()["attempt_id"]) == {"good"}
+    assert len(reader.evals(all_attempts=True)) == 8
+
+
+def test_evals_push_down_columns_and_filters(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1")])
+    writer.write_evals([eval_row("t1", "a1", 0, split) for split in ("train", "val", "test")])
+    frame = store.open(tmp_path).evals(
+        columns=["step", "objective"], filters=[("split", "=", "val")]
+    )
+    assert list(frame.columns) == ["step", "objective"]
+    assert len(frame) == 1
+
+
+def test_unknown_column_is_an_error_not_a_skipped_file(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1")])
+    writer.write_evals([eval_row("t1", "a1", 0)])
+    with pytest.raises(ValueError, match="no_such_column"):
+        store.open(tmp_path).evals(columns=["no_such_column"])
+
+
+def test_sweep_argument_restricts_reads_and_sweeps_lists_them(tmp_path: Path) -> None:
+    StoreWriter(tmp_path, "s1").write_trials([trial_row("t1", "a1")])
+    StoreWriter(tmp_path, "s2").write_trials([trial_row("t2", "a2", sweep_id="s2")])
+    reader = store.open(tmp_path)
+    assert reader.sweeps() == ["s1", "s2"]
+    assert reader.trials("s2")["trial_id"].tolist() == ["t2"]
+    assert reader.trials()["sweep_id"].tolist() == ["s1", "s2"]
+
+
+def test_empty_or_missing_store_reads_as_empty_frames(tmp_path: Path) -> None:
+    reader = store.open(tmp_path / "nowhere")
+    assert reader.trials().empty
+    assert reader.evals().empty
+    assert reader.sweeps() == []
+    assert reader.finished_trial_ids("s1") == set()
+
+
+def test_truncated_file_warns_and_is_skipped_but_kept_on_disk(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1")])
+    broken = writer.write_trials([trial_row("t2", "a2")])
+    broken.write_bytes(broken.read_bytes()[:40])
+    with pytest.warns(StoreWarning, match=broken.name):
+        frame = store.open(tmp_path).trials()
+    assert frame["trial_id"].tolist() == ["t1"]
+    assert broken.exists()
+
+
+def test_temporary_dot_files_are_ignored(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    path = writer.write_trials([trial_row("t1", "a1")])
+    (path.parent / f".{path.name}.tmp").write_bytes(b"half a parquet file")
+    assert store.open(tmp_path).trials()["trial_id"].tolist() == ["t1"]
+
+
+def test_finished_trial_ids_are_those_whose_kept_attempt_is_terminal(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials(
+        [
+            trial_row("done", "a1"),
+            trial_row("nan", "a2", "diverged"),
+            trial_row("failed", "a3", "error"),
+            trial_row("retried", "a4", "error"),
+        ]
+    )
+    writer.write_trials([trial_row("retried", "a5")])
+    assert store.open(tmp_path).finished_trial_ids("s1") == {"done", "nan", "retried"}
+
+
+def _two_files_with_different_columns(root: Path) -> None:
+    writer = StoreWriter(root, "s1")
+    writer.write_trials([trial_row("t1", "a1", hp_lr=0.1)])
+    writer.write_trials([trial_row("t2", "a2", hp_lr=1, hp_dual_lr=0.5)])
+
+
+def test_duckdb_reads_the_store_with_sweep_id(tmp_path: Path) -> None:
+    _two_files_with_different_columns(tmp_path)
+    files = f"{tmp_path}/trials/*/part-*.parquet"
+    rows = duckdb.sql(
+        f"SELECT sweep_id, trial_id, hp_dual_lr FROM read_parquet('{files}',"
+        " hive_partitioning=true, union_by_name=true) ORDER BY trial_id"
+    ).fetchall()
+    assert rows == [("s1", "t1", None), ("s1", "t2", 0.5)]
+
+
+def test_polars_reads_the_store_with_sweep_id(tmp_path: Path) -> None:
+    _two_files_with_different_columns(tmp_path)
+    frames = [
+        pl.read_parquet(path, hive_partitioning=True) for path in part_files(tmp_path, "trials")
+    ]
+    frame = pl.concat(frames, how="diagonal_relaxed").sort("trial_id")
+    assert frame["sweep_id"].to_list() == ["s1", "s1"]
+    assert frame["hp_lr"].to_list() == [0.1, 1.0]
+
+
+def test_pandas_reads_a_table_directory_with_sweep_id(tmp_path: Path) -> None:
+    StoreWriter(tmp_path, "s1").write_trials([trial_row("t1", "a1")])
+    frame = pd.read_parquet(tmp_path / "trials")
+    assert frame["sweep_id"].astype(str).tolist() == ["s1"]
