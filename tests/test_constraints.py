@@ -48,14 +48,11 @@ def test_statistics_of_shards_sum_to_the_statistics_of_their_union():
     problem = ConstrainedProblem([LossGap(0.005), PositiveRateGap(0.05)])
     whole = problem.statistics(logits, labels, groups)
     shards = sum(
-        problem.statistics(logits[s], labels[s], groups[s])
-        for s in (slice(0, 50), slice(50, 300))
+        problem.statistics(logits[s], labels[s], groups[s]) for s in (slice(0, 50), slice(50, 300))
     )
     torch.testing.assert_close(shards, whole)
     loss, c = problem.evaluate(shards)
-    torch.testing.assert_close(
-        loss, functional.binary_cross_entropy_with_logits(logits, labels)
-    )
+    torch.testing.assert_close(loss, functional.binary_cross_entropy_with_logits(logits, labels))
     assert c.shape == (4,)
 
 
@@ -63,7 +60,9 @@ def test_averaging_per_shard_values_differs_from_the_global_value():
     logits, labels, groups = _batch(n=300)
     problem = ConstrainedProblem([LossGap(0.005)])
     shards = [slice(0, 50), slice(50, 300)]
-    per_shard = [problem.evaluate(problem.statistics(logits[s], labels[s], groups[s]))[1] for s in shards]
+    per_shard = [
+        problem.evaluate(problem.statistics(logits[s], labels[s], groups[s]))[1] for s in shards
+    ]
     averaged = sum(per_shard) / 2
     _, exact = problem.evaluate(problem.statistics(logits, labels, groups))
     assert not torch.allclose(averaged, exact)

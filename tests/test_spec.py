@@ -101,8 +101,17 @@ def test_override_past_the_end_of_a_list_is_refused():
 )
 def test_ctrain_sweep_exits_2_with_one_line_naming_the_field(tmp_path, override, field):
     result = subprocess.run(
-        [sys.executable, "-m", "ctrain_dist.cli", "sweep", str(QUICKSTART), "--set", override,
-         "--store", str(tmp_path / "store")],
+        [
+            sys.executable,
+            "-m",
+            "ctrain_dist.cli",
+            "sweep",
+            str(QUICKSTART),
+            "--set",
+            override,
+            "--store",
+            str(tmp_path / "store"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -78,8 +78,14 @@ def test_resume_skips_finished_trials_without_starting_ray(swept):
 
 def test_a_trial_request_larger_than_the_machine_exits_2(tmp_path, capsys):
     code = main(
-        ["sweep", str(QUICKSTART), "--set", "resources.cpus_per_trial=4096", "--store",
-         str(tmp_path)]
+        [
+            "sweep",
+            str(QUICKSTART),
+            "--set",
+            "resources.cpus_per_trial=4096",
+            "--store",
+            str(tmp_path),
+        ]
     )
     assert code == 2
     assert "resources.cpus_per_trial" in capsys.readouterr().err
