@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional
@@ -177,6 +178,11 @@ class ConstrainedProblem:
         return [name for c in self.constraints for name in c.names(group_names)]
 
 
-def build_constraint(kind: str, bound: float, groups: tuple[int, int] = (0, 1)) -> Constraint:
-    """A constraint from its spec name; the spec validates ``kind`` before this is reached."""
-    return CONSTRAINTS[kind](bound, *groups)
+def build_constraints(specs: Sequence[Any], num_groups: int) -> list[Constraint]:
+    """The constraints a spec lists (objects with ``kind`` and ``bound``), for ``num_groups``.
+
+    The spec has validated every ``kind``; with two groups each gap is group 0 against group 1.
+    """
+    if num_groups != 2:
+        raise ValueError(f"gap constraints need exactly two groups, the data has {num_groups}")
+    return [CONSTRAINTS[spec.kind](spec.bound) for spec in specs]

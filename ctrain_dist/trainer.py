@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from .algorithms import build_algorithm
-from .constraints import ConstrainedProblem, build_constraint
+from .constraints import ConstrainedProblem, build_constraints
 from .data.load import load_data
 from .data.sampler import MinibatchSampler
 from .data.tabular import SPLITS, TabularData
@@ -55,9 +55,7 @@ class _Run:
         self.device = device
         torch.manual_seed(trial.seed)
         self.model = build_mlp(data.num_features, trial.model.hidden, dtype).to(device)
-        self.problem = ConstrainedProblem(
-            [build_constraint(c.kind, c.bound) for c in trial.constraints]
-        )
+        self.problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups))
         self.algorithm = build_algorithm(
             trial.algorithm,
             self.model.parameters(),
