@@ -115,6 +115,9 @@ class TrainingSpec(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = Field(1, gt=0, description="torch intra-op threads per trial")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="save a checkpoint every this many steps (at evaluation points)"
+    )
 
 
 class AlgorithmSpec(_Strict):

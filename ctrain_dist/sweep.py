@@ -50,10 +50,11 @@ class TuneSink:
 
         tune.report({"ctrain_evals": _encode(rows)})
 
-    def finish(self, trial_row: dict[str, Any]) -> None:
+    def finish(self, trial_row: dict[str, Any] | None) -> None:
         from ray import tune
 
-        tune.report({"ctrain_trial": _encode(trial_row)})
+        if trial_row is not None:
+            tune.report({"ctrain_trial": _encode(trial_row)})
 
 
 def run_trial(config: dict[str, Any]) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import traceback
 import uuid
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +27,16 @@ from .constraints import ConstrainedProblem, build_constraints
 from .data.load import load_data
 from .data.sampler import MinibatchSampler
 from .data.tabular import SPLITS, TabularData
+from .distributed import (
+    Workers,
+    any_rank,
+    exact_statistics,
+    join_workers,
+    local_rank,
+    local_slice,
+    trial_device,
+    wrap_model,
+)
 from .metrics import evaluate_split
 from .model import build_mlp
 from .records import identity, trial_row, utc_now
@@ -32,29 +44,37 @@ from .spec import TrialSpec
 
 
 class Sink(Protocol):
-    """Where a trial's rows go; called on the trial's own process."""
+    """Where a trial's rows go; called on the trial's own process(es).
+
+    With several workers every rank calls the sink at the same points (Ray Train requires its
+    ``report`` on all workers equally often); only rank 0 passes rows, the others pass ``[]``
+    to ``evals`` and ``None`` to ``finish``.
+    """
 
     def evals(self, rows: list[dict[str, Any]]) -> None: ...
 
-    def finish(self, trial_row: dict[str, Any]) -> None: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    def finish(self, trial_row: dict[str, Any] | None) -> None: ...
 
 
 class _Run:
-    """The state of one trial while it trains (model, algorithm, sampler, clocks)."""
+    """The state of one trial while it trains (model, algorithm, sampler, clocks).
 
-    def __init__(self, trial: TrialSpec, data: TabularData, device: torch.device) -> None:
+    Under data parallelism every rank holds the same model and draws the same global minibatch
+    (same seed), takes its slice, and sees global statistics through one all-reduce
+    (``distributed.exact_statistics``); only rank 0 evaluates and writes.
+    """
+
+    def __init__(
+        self, trial: TrialSpec, data: TabularData, workers: Workers, device: torch.device
+    ) -> None:
         dtype = getattr(torch, trial.training.dtype)
         self.trial = trial
+        self.workers = workers
         self.data = data.to(dtype=dtype, device=device)
         self.device = device
         torch.manual_seed(trial.seed)
         self.model = build_mlp(data.num_features, trial.model.hidden, dtype).to(device)
+        self.forward = wrap_model(self.model, workers, device)
         self.problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups))
         self.algorithm = build_algorithm(
             trial.algorithm,
@@ -67,19 +87,20 @@ class _Run:
         )
         self.step = 0
         self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
 
     def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The oracle algorithms call: a fresh minibatch's mean loss and constraint values."""
-        rows = self.sampler.next()
-        logits = self.model(self.data.features[rows]).squeeze(-1)
+        rows = local_slice(self.sampler.next(), self.workers)
+        logits = self.forward(self.data.features[rows]).squeeze(-1)
         stats = self.problem.statistics(logits, self.data.labels[rows], self.data.groups[rows])
-        return self.problem.evaluate(stats)
+        return self.problem.evaluate(exact_statistics(stats, self.workers))
 
-    def budget_left(self) -> bool:
+    def budget_spent(self, segment_seconds: float) -> bool:
         budget = self.trial.training.budget
         if budget.steps is not None:
-            return self.step < budget.steps
-        return self.train_seconds < budget.seconds
+            return self.step >= budget.steps
+        return self.train_seconds + segment_seconds >= budget.seconds
 
     def evaluate(self, base: dict[str, Any]) -> list[dict[str, Any]]:
         """One row per split at the current point, with all four progress axes."""
@@ -89,51 +110,138 @@ class _Run:
             "epoch": self.sampler.epochs,
             "time_s": self.train_seconds,
         }
+        multipliers = {
+            f"multiplier_{i}": float(v) for i, v in enumerate(self.algorithm.multipliers())
+        }
         rows = []
         for split in SPLITS:
             features, labels, groups = self.data.split(split)
             metrics = evaluate_split(
                 self.model, self.problem, features, labels, groups, self.data.num_groups
             )
-            rows.append({**base, "split": split, **axes, **metrics})
-        multipliers = self.algorithm.multipliers()
-        for row in rows:
-            row.update({f"multiplier_{i}": float(v) for i, v in enumerate(multipliers)})
+            rows.append({**base, "split": split, **axes, **metrics, **multipliers})
+        self.history.extend(rows)
         return rows
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that fixes the rest of the trajectory, plus the evaluation history."""
+        return {
+            "trial_id": self.trial.trial_id,
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "model": self.model.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "history": self.history,
+        }
 
-def train(trial: TrialSpec, sink: Sink, data: TabularData | None = None) -> dict[str, Any]:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["trial_id"] != self.trial.trial_id:
+            raise ValueError(f"checkpoint of trial {state['trial_id']}, not {self.trial.trial_id}")
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        self.model.load_state_dict(state["model"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.history = list(state["history"])
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Atomic: written beside ``path`` under a temporary name, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def train(
+    trial: TrialSpec,
+    sink: Sink,
+    data: TabularData | None = None,
+    checkpoint: Path | None = None,
+) -> dict[str, Any]:
     """Train one trial to its budget; returns (and sends to ``sink``) its ``trials`` row.
 
-    A non-finite loss ends the trial with status ``diverged`` rather than an exception, so one
-    unstable configuration cannot kill a sweep. Other exceptions propagate: the caller (Ray,
-    the CLI) records them as an ``error`` attempt and decides about retries.
+    Several workers: launched by ``distributed.launch_local``, torchrun, submitit or Ray Train,
+    every rank calls ``train``; rank 0 evaluates and writes to ``sink``, the others call it
+    with nothing (see :class:`Sink`) and return ``{}``.
+
+    Checkpoints: with ``checkpoint`` set, the run resumes from that file if it exists and
+    saves to it every ``training.checkpoint_every`` steps. A resumed run is a new attempt that
+    re-emits the evaluation history up to the checkpoint under its own attempt id, so each
+    attempt in the store is a whole curve; its trajectory is that of an uninterrupted run.
+
+    A non-finite loss (checked at evaluation points only: reading it every step would force a
+    device-to-host sync per step) ends the trial with status ``diverged`` rather than an
+    exception, so one unstable configuration cannot kill a sweep. Other exceptions propagate:
+    the caller (Ray, the CLI) records them as an ``error`` attempt and decides about retries.
     """
     torch.set_num_threads(trial.training.threads)
     started_at = utc_now()
     attempt_id = uuid.uuid4().hex
     base = identity(trial, attempt_id)
     data = data if data is not None else load_data(trial.data, trial.split)
-    run = _Run(trial, data, resolve_device(trial.training.device))
+    device = trial_device(trial.training.device, local_rank())
+    workers = join_workers(device)
+    run = _Run(trial, data, workers, device)
     every = trial.training.eval_every
+    checkpoint_every = trial.training.checkpoint_every
 
-    last_rows = run.evaluate(base)
-    sink.evals(last_rows)
+    if checkpoint is not None and checkpoint.is_file():
+        run.load_state_dict(torch.load(checkpoint, weights_only=False))
+        for row in run.history:
+            row.update(base)
+        sink.evals(run.history if workers.is_main else [])
+        last_rows = run.history[-len(SPLITS) :]
+    else:
+        last_rows = run.evaluate(base) if workers.is_main else []
+        sink.evals(last_rows)
+    evaluated_at = run.step
     status = "finished"
-    while run.budget_left():
-        tick = time.perf_counter()
+    # Ranks' clocks differ: with several workers a time budget is only checked at evaluation
+    # points, where the ranks agree through one small collective (``any_rank``).
+    local_clock = not workers.distributed or trial.training.budget.steps is not None
+    segment_start = time.perf_counter()
+
+    def spent() -> bool:
+        return local_clock and run.budget_spent(time.perf_counter() - segment_start)
+
+    while not spent():
         info = run.algorithm.step(run.estimate)
-        run.train_seconds += time.perf_counter() - tick
         run.step += 1
-        if not math.isfinite(info["loss"]):
+        if not (run.step % every == 0 or spent()):
+            continue
+        _synchronise(device)
+        run.train_seconds += time.perf_counter() - segment_start
+        if not math.isfinite(float(info["loss"])):
             status = "diverged"
             break
-        if run.step % every == 0:
-            last_rows = run.evaluate(base)
-            sink.evals(last_rows)
-    if last_rows[0]["step"] != run.step:
-        last_rows = run.evaluate(base)
+        last_rows = run.evaluate(base) if workers.is_main else []
         sink.evals(last_rows)
+        evaluated_at = run.step
+        if (
+            workers.is_main
+            and checkpoint is not None
+            and checkpoint_every
+            and run.step % checkpoint_every == 0
+        ):
+            save_checkpoint(run.state_dict(), checkpoint)
+        if trial.training.budget.seconds is not None and any_rank(
+            run.budget_spent(0.0), workers, device
+        ):
+            break
+        segment_start = time.perf_counter()
+    if evaluated_at != run.step:
+        last_rows = run.evaluate(base) if workers.is_main else []
+        sink.evals(last_rows)
+    if not workers.is_main:
+        sink.finish(None)
+        return {}
 
     final = {
         f"final_{row['split']}_{key}": value
@@ -146,12 +254,13 @@ def train(trial: TrialSpec, sink: Sink, data: TabularData | None = None) -> dict
         attempt_id,
         status,
         started_at=started_at,
-        device=str(run.device),
+        device=str(device),
         extra={
             "steps": run.step,
             "samples": run.sampler.samples_drawn,
             "epochs": run.sampler.epochs,
             "train_time_s": run.train_seconds,
+            "workers": workers.world_size,
             "constraint_names": json.dumps(run.problem.names(data.group_names)),
             "group_names": json.dumps(list(data.group_names)),
             **final,

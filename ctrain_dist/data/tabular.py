@@ -48,12 +48,21 @@ class TabularData:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         """The same data with features (and labels) cast to ``dtype`` and moved to ``device``."""
         feature_dtype = dtype or self.features.dtype
+        target = torch.device(device) if device is not None else self.features.device
+
+        def move(tensor: torch.Tensor, cast: torch.dtype | None = None) -> torch.Tensor:
+            tensor = tensor.to(dtype=cast) if cast is not None else tensor
+            if target.type == "cuda" and tensor.device.type == "cpu":
+                # Pinned host memory lets the copy run asynchronously at full bandwidth.
+                return tensor.pin_memory().to(target, non_blocking=True)
+            return tensor.to(target)
+
         return TabularData(
             name=self.name,
-            features=self.features.to(device=device, dtype=feature_dtype),
-            labels=self.labels.to(device=device, dtype=feature_dtype),
-            groups=self.groups.to(device=device),
+            features=move(self.features, feature_dtype),
+            labels=move(self.labels, feature_dtype),
+            groups=move(self.groups),
             feature_names=self.feature_names,
             group_names=self.group_names,
-            splits={k: v.to(device=device) for k, v in self.splits.items()},
+            splits={k: move(v) for k, v in self.splits.items()},
         )
