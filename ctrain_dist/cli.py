@@ -10,7 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .data_cli import add_data_commands
 from .spec import SpecError, load_spec
+from .status import add_status_parser
+from .store_cli import add_store_parser
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -33,11 +36,21 @@ def _sweep(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     store_root = args.store or Path("runs") / spec.name
+    if args.confirm:
+        from . import store
+        from .confirm import confirm_spec
+
+        spec = confirm_spec(spec, store.open(store_root))
     trials = spec.trials()
     print(
         f"sweep {spec.name!r}: {len(spec.algorithms)} algorithms, {len(trials)} trials "
         f"({len(spec.seed_list())} seeds each) -> store {store_root}"
     )
+    if args.cluster:
+        from .slurm import sweep_on_cluster
+
+        done = sweep_on_cluster(spec, store_root, args.cluster, args.resume, args.dry_run)
+        return 0 if done else EXIT_FAILURE
     if args.dry_run:
         for trial in trials:
             print(f"  {trial.trial_id}  {trial.config_label} seed {trial.seed}")
@@ -48,14 +61,33 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if outcome.failed else 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .local import train_locally
+
+    spec = load_spec(args.spec, args.overrides)
+    store_root = args.store or Path("runs") / spec.name
+    print(f"training {len(spec.trials())} trials of {spec.name!r} on {args.nproc} process(es)")
+    statuses = train_locally(spec, store_root, args.nproc)
+    print("done: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    return EXIT_FAILURE if statuses.get("error") else 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from . import store
-    from .report import write_report
+    from .report import write_comparison, write_report
 
     if not (args.store / "trials").is_dir():
         raise SpecError("--store", f"{args.store} holds no trials table; run `ctrain sweep` first")
     out = args.out or args.store / "report"
-    markdown = write_report(store.open(args.store), out, sweep_id=args.sweep)
+    if args.compare:
+        try:
+            markdown = write_comparison(store.open(args.store), *args.compare, out, args.sweep)
+        except KeyError as error:
+            raise SpecError(
+                "--compare", f"no trials of algorithm {error.args[0]!r} in {args.store}"
+            ) from None
+    else:
+        markdown = write_report(store.open(args.store), out, sweep_id=args.sweep)
     print(markdown)
     print(f"\nwritten to {out}/")
     return 0
@@ -81,16 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
     sweep.add_argument("--resume", action="store_true", help="continue a sweep the store holds")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list trials only")
+    sweep.add_argument(
+        "--cluster",
+        metavar="PROFILE",
+        help="submit to SLURM with this profile (a file, or a name in slurm/profiles/); "
+        "with --dry-run print the job script and Ray layout instead",
+    )
+    sweep.add_argument(
+        "--confirm",
+        action="store_true",
+        help="re-run each algorithm's configuration selected on validation on fresh seeds, "
+        "as sweep <name>-confirm in the same store",
+    )
     sweep.set_defaults(handler=_sweep)
+
+    train = commands.add_parser("train", help="train a spec's trials here, without Ray")
+    _add_spec_arguments(train)
+    train.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
+    train.add_argument("--nproc", type=int, default=1, help="data-parallel processes per trial")
+    train.set_defaults(handler=_train)
 
     report = commands.add_parser("report", help="statistics across seeds from a store")
     report.add_argument("--store", type=Path, required=True)
     report.add_argument("--sweep", help="sweep id (default: every sweep in the store)")
     report.add_argument("--out", type=Path, help="output folder (default STORE/report)")
+    report.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two algorithms head to head: every test, effect size and P(improvement)",
+    )
     report.set_defaults(handler=_report)
 
     algorithms = commands.add_parser("algorithms", help="list algorithms and hyperparameters")
     algorithms.set_defaults(handler=_algorithms)
+    add_store_parser(commands)
+    add_data_commands(commands)
+    add_status_parser(commands)
     return parser
 
 

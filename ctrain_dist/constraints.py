@@ -9,11 +9,23 @@ parallelism").
 
 Contract of a :class:`Constraint`:
 
-* ``statistics(logits, labels, groups)`` returns a 1-D tensor of sums and counts,
-  differentiable with respect to ``logits``;
+* ``statistics(logits, labels, groups, weights)`` returns a 1-D tensor of ``num_statistics``
+  weighted sums and counts, differentiable with respect to ``logits`` (and, for
+  :class:`WeightNorm`, the model's parameters);
 * ``value(stats)`` returns ``num_values`` constraint values, feasible when ``<= 0`` (the bound is
   folded in); with ``strict=True`` it returns the value that is reported and judged (e.g. a
   hard 0/1 positive rate) instead of the differentiable surrogate that training follows.
+
+Row weights: every sum is ``Σ w_r x_r`` and every count ``Σ w_r``. Unweighted minibatches use
+``w = 1``; the group-stratified sampler (``data/stratified.py``) passes design weights that
+are constant within a group, so per-group means are unchanged while pooled means (the
+objective, a group against the population or the rest) stay unbiased for the population.
+
+Groups: ``G`` groups numbered ``0..G-1`` (intersectional groups such as sex × race are built on
+the data side and arrive as one id). Gap constraints compare per-group means in one of three
+ways (``pairs``): ``all`` (every pair a < b), ``vs_rest`` (each group against all other rows)
+or ``vs_population`` (each group against every row). Each comparison is two-sided,
+``|gap| <= bound``, so it contributes two values, ``gap - bound`` and ``-gap - bound``.
 
 :class:`ConstrainedProblem` stacks the objective's and every constraint's statistics into the
 one flat vector that a worker all-reduces.
@@ -21,29 +33,39 @@ one flat vector that a worker all-reduces.
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 from torch.nn import functional
 
 _EMPTY_GROUP_COUNT = 1.0
-"""Divisor used when a group is absent from a minibatch: its sums are zero, so its mean reads 0.
+"""Divisor floor when a group is absent from a minibatch: its sums are zero, so its mean reads 0.
 
 Absent groups are rare with the embedded data (P ≈ 6e-5 for 64 rows and the 14 % non-white
-minority) but must not produce NaN that would end a trial.
+minority) but must not produce NaN that would end a trial; the stratified sampler removes them.
 """
 
-
-def _group_sums(values: torch.Tensor, groups: torch.Tensor, group: int) -> torch.Tensor:
-    """Sum of ``values`` over the rows of ``group`` and that group's row count."""
-    member = (groups == group).to(values.dtype)
-    return torch.stack([(values * member).sum(), member.sum()])
+Pairs = Literal["all", "vs_rest", "vs_population"]
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return total / count.clamp_min(_EMPTY_GROUP_COUNT)
+
+
+def _row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(logits) if weights is None else weights.to(logits.dtype)
+
+
+def _group_sums(
+    values: torch.Tensor, groups: torch.Tensor, num_groups: int, weights: torch.Tensor
+) -> torch.Tensor:
+    """``[G, k]`` weighted sums of ``values`` (``[n, k]``) per group: one matmul, no loop."""
+    member = functional.one_hot(groups, num_groups).to(values.dtype) * weights[:, None]
+    return member.T @ values
 
 
 class Constraint(ABC):
@@ -53,16 +75,16 @@ class Constraint(ABC):
     num_values: int
     num_statistics: int
 
-    def __init__(self, bound: float, group_a: int = 0, group_b: int = 1) -> None:
-        if group_a == group_b:
-            raise ValueError("a gap constraint needs two different groups")
+    def __init__(self, bound: float) -> None:
         self.bound = float(bound)
-        self.group_a = group_a
-        self.group_b = group_b
 
     @abstractmethod
     def statistics(
-        self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Additive statistics of a (shard of a) minibatch, differentiable in ``logits``."""
 
@@ -70,82 +92,206 @@ class Constraint(ABC):
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
         """Constraint values from (global) statistics; ``strict`` gives the judged value."""
 
+    @abstractmethod
     def names(self, group_names: Sequence[str]) -> list[str]:
         """Human-readable names of the ``num_values`` values, e.g. ``loss_gap[a-b]<=0.05``."""
-        a, b = group_names[self.group_a], group_names[self.group_b]
-        return [f"{self.kind}[{a}-{b}]<={self.bound:g}", f"{self.kind}[{b}-{a}]<={self.bound:g}"]
-
-    def _two_sided(self, gap: torch.Tensor) -> torch.Tensor:
-        """``|gap| <= bound`` written as the two inequalities ``±gap - bound <= 0``."""
-        return torch.stack([gap - self.bound, -gap - self.bound])
 
 
-class LossGap(Constraint):
-    r"""Loss gap between two groups: :math:`|\bar\ell_a - \bar\ell_b| \le b`.
+class GroupGap(Constraint):
+    """Gaps between per-group means of per-row quantities (the shared machinery of gap kinds).
+
+    A subclass says which per-row quantities it averages (``channels``), over which rows each
+    channel counts (``_rows``: e.g. only positives for a true-positive rate), and which channel
+    training follows versus which is judged. Statistics: for each group and channel, the
+    weighted sum and the weighted count of eligible rows, laid out ``[G, channels, 2]``.
+    """
+
+    channels: int
+    measures: tuple[str, ...]
+    """Names of the compared rates, one per block of values (e.g. ``("tpr", "fpr")``)."""
+
+    def __init__(self, bound: float, num_groups: int, pairs: Pairs = "all") -> None:
+        super().__init__(bound)
+        if num_groups < 2:
+            raise ValueError(f"a gap constraint needs at least two groups, got {num_groups}")
+        self.num_groups = num_groups
+        self.pairs = pairs
+        self.comparisons: list[tuple[int, int | None]] = (
+            list(itertools.combinations(range(num_groups), 2))
+            if pairs == "all"
+            else [(g, None) for g in range(num_groups)]
+        )
+        self.num_statistics = num_groups * self.channels * 2
+        self.num_values = 2 * len(self.comparisons) * len(self.measures)
+
+    @abstractmethod
+    def _quantities(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row quantities ``[n, channels]`` and eligibility ``[n, channels]`` (0/1)."""
+
+    @abstractmethod
+    def _channel(self, measure: int, strict: bool) -> int:
+        """Which channel gives measure ``measure`` in training (surrogate) or judging mode."""
+
+    def statistics(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        values, eligible = self._quantities(logits, labels)
+        w = _row_weights(logits, weights)
+        sums = _group_sums(values * eligible, groups, self.num_groups, w)
+        counts = _group_sums(eligible, groups, self.num_groups, w)
+        return torch.stack([sums, counts], dim=-1).reshape(-1)
+
+    def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
+        table = stats.reshape(self.num_groups, self.channels, 2)
+        values = []
+        for measure in range(len(self.measures)):
+            channel = table[:, self._channel(measure, strict)]
+            sums, counts = channel[:, 0], channel[:, 1]
+            means = _mean(sums, counts)
+            for a, b in self.comparisons:
+                if b is not None:
+                    other = means[b]
+                elif self.pairs == "vs_rest":
+                    other = _mean(sums.sum() - sums[a], counts.sum() - counts[a])
+                else:
+                    other = _mean(sums.sum(), counts.sum())
+                gap = means[a] - other
+                values += [gap - self.bound, -gap - self.bound]
+        return torch.stack(values)
+
+    def names(self, group_names: Sequence[str]) -> list[str]:
+        names = []
+        for measure in self.measures:
+            label = self.kind if len(self.measures) == 1 else f"{self.kind}.{measure}"
+            for a, b in self.comparisons:
+                other = group_names[b] if b is not None else self.pairs.removeprefix("vs_")
+                first, second = group_names[a], other
+                names += [
+                    f"{label}[{first}-{second}]<={self.bound:g}",
+                    f"{label}[{second}-{first}]<={self.bound:g}",
+                ]
+        return names
+
+
+class LossGap(GroupGap):
+    r"""Loss gap between groups: :math:`|\bar\ell_a - \bar\ell_b| \le b`.
 
     :math:`\bar\ell_g` is the mean binary cross-entropy over the minibatch rows of group g. This
     is the constraint of the Folktables benchmark (Kliachkin et al., arXiv 2507.04033), there
-    with b = 0.005 between white and non-white respondents. Statistics: ``[Σ_a ℓ, n_a, Σ_b ℓ,
-    n_b]``.
+    with b = 0.005 between white and non-white respondents. Surrogate and strict value agree.
     """
 
     kind = "loss_gap"
-    num_values = 2
-    num_statistics = 4
+    channels = 1
+    measures = ("loss",)
 
-    def statistics(
-        self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
-    ) -> torch.Tensor:
+    def _quantities(self, logits, labels):
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        return torch.cat(
-            [_group_sums(losses, groups, self.group_a), _group_sums(losses, groups, self.group_b)]
-        )
+        return losses[:, None], torch.ones_like(losses)[:, None]
 
-    def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
-        gap = _mean(stats[0], stats[1]) - _mean(stats[2], stats[3])
-        return self._two_sided(gap)
+    def _channel(self, measure: int, strict: bool) -> int:
+        return 0
 
 
-class PositiveRateGap(Constraint):
+class PositiveRateGap(GroupGap):
     r"""Demographic parity: :math:`|P(\hat y=1 \mid a) - P(\hat y=1 \mid b)| \le b`.
 
     The hard rate (share of rows with logit > 0) has zero gradient almost everywhere, so
     training follows a sigmoid surrogate :math:`\sigma(z)` of the indicator (the surrogate /
     strict split of Cooper, Gallego-Posada et al.), while ``strict=True`` reports the hard rate
-    that feasibility is judged on. Statistics: ``[Σ_a σ, Σ_a 1[z>0], n_a, Σ_b σ, Σ_b 1[z>0],
-    n_b]``.
+    that feasibility is judged on. Channels: ``[σ(z), 1[z>0]]``.
     """
 
     kind = "positive_rate_gap"
-    num_values = 2
-    num_statistics = 6
+    channels = 2
+    measures = ("positive_rate",)
 
-    def statistics(
-        self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
-    ) -> torch.Tensor:
-        soft = torch.sigmoid(logits)
-        hard = (logits > 0).to(logits.dtype)
-        parts = []
-        for group in (self.group_a, self.group_b):
-            member = (groups == group).to(logits.dtype)
-            parts.append(torch.stack([(soft * member).sum(), (hard * member).sum(), member.sum()]))
-        return torch.cat(parts)
+    def _quantities(self, logits, labels):
+        values = torch.stack([torch.sigmoid(logits), (logits > 0).to(logits.dtype)], dim=1)
+        return values, torch.ones_like(values)
+
+    def _channel(self, measure: int, strict: bool) -> int:
+        return 1 if strict else 0
+
+
+class EqualizedOdds(GroupGap):
+    r"""Equalized odds (Hardt, Price & Srebro 2016): TPR and FPR gaps both within ``b``.
+
+    :math:`|P(\hat y=1 \mid y=1, a) - P(\hat y=1 \mid y=1, b)| \le b` and the same with
+    :math:`y = 0`. As for the positive rate, training follows the sigmoid surrogate and
+    ``strict=True`` judges the hard rates. Channels: ``[σ·1[y=1], 1[z>0]·1[y=1], σ·1[y=0],
+    1[z>0]·1[y=0]]`` with eligibility the label indicator, so the counts are per-group
+    positives and negatives. Values: every TPR comparison first, then every FPR comparison.
+    """
+
+    kind = "equalized_odds"
+    channels = 4
+    measures = ("tpr", "fpr")
+
+    def _quantities(self, logits, labels):
+        soft, hard = torch.sigmoid(logits), (logits > 0).to(logits.dtype)
+        positive = (labels > 0.5).to(logits.dtype)
+        negative = 1 - positive
+        values = torch.stack([soft, hard, soft, hard], dim=1)
+        eligible = torch.stack([positive, positive, negative, negative], dim=1)
+        return values, eligible
+
+    def _channel(self, measure: int, strict: bool) -> int:
+        return 2 * measure + (1 if strict else 0)
+
+
+class WeightNorm(Constraint):
+    r"""Per-layer Frobenius norm bound: :math:`\|W_l\|_F \le b` for every weight matrix.
+
+    It reads the model's parameters, not the batch, yet keeps the additive contract: the
+    statistics are :math:`[\sum_r w_r,\; \|W_1\|_F^2 \sum_r w_r, \dots]`, a per-row constant
+    summed over rows. All ranks hold the same parameters, so after the all-reduce the ratio is
+    exactly :math:`\|W_l\|_F^2` whatever the shard sizes, and the exact-gradient construction
+    of DESIGN.md gives every rank :math:`\nabla \|W_l\|_F` after DDP averages gradients (rank
+    r contributes the share :math:`n_r / n` of it). Nothing outside the statistics vector, so
+    nothing extra is communicated. Weight matrices are the model's parameters with two or more
+    dimensions, in ``model.parameters()`` order (biases are not bounded); the constraint holds
+    references to them, so it always reads the current values.
+    """
+
+    kind = "weight_norm"
+
+    def __init__(self, bound: float, model: nn.Module) -> None:
+        super().__init__(bound)
+        self.weights = [p for p in model.parameters() if p.ndim >= 2]
+        self.num_values = len(self.weights)
+        self.num_statistics = self.num_values + 1
+
+    def statistics(self, logits, labels, groups, weights=None):
+        rows = _row_weights(logits, weights).sum()
+        squares = torch.stack([(w.to(logits.dtype) ** 2).sum() for w in self.weights])
+        return torch.cat([rows[None], squares * rows])
 
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
-        offset = 1 if strict else 0
-        rate_a = _mean(stats[0 + offset], stats[2])
-        rate_b = _mean(stats[3 + offset], stats[5])
-        return self._two_sided(rate_a - rate_b)
+        norms = torch.sqrt(stats[1:] / stats[0].clamp_min(torch.finfo(stats.dtype).tiny))
+        return norms - self.bound
+
+    def names(self, group_names: Sequence[str]) -> list[str]:
+        return [f"weight_norm[layer{i}]<={self.bound:g}" for i in range(self.num_values)]
 
 
-CONSTRAINTS: dict[str, type[Constraint]] = {c.kind: c for c in (LossGap, PositiveRateGap)}
+GAP_CONSTRAINTS: dict[str, type[GroupGap]] = {
+    c.kind: c for c in (LossGap, PositiveRateGap, EqualizedOdds)
+}
+CONSTRAINTS: dict[str, type[Constraint]] = {**GAP_CONSTRAINTS, WeightNorm.kind: WeightNorm}
 
 
 class ConstrainedProblem:
     """The objective (mean BCE) and a list of constraints, read through one statistics vector.
 
-    Layout of the vector: ``[Σ ℓ, n, stats of constraint 0, stats of constraint 1, ...]``. Its
-    length is fixed, so workers can fuse it into a single collective.
+    Layout of the vector: ``[Σ w ℓ, Σ w, stats of constraint 0, stats of constraint 1, ...]``.
+    Its length is fixed, so workers can fuse it into a single collective.
     """
 
     def __init__(self, constraints: Sequence[Constraint]) -> None:
@@ -153,11 +299,18 @@ class ConstrainedProblem:
         self.num_constraints = sum(c.num_values for c in self.constraints)
 
     def statistics(
-        self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        objective = torch.stack([losses.sum(), logits.new_tensor(float(logits.numel()))])
-        parts = [objective] + [c.statistics(logits, labels, groups) for c in self.constraints]
+        w = _row_weights(logits, weights)
+        objective = torch.stack([(w * losses).sum(), w.sum()])
+        parts = [objective] + [
+            c.statistics(logits, labels, groups, weights) for c in self.constraints
+        ]
         return torch.cat(parts)
 
     def evaluate(
@@ -178,11 +331,21 @@ class ConstrainedProblem:
         return [name for c in self.constraints for name in c.names(group_names)]
 
 
-def build_constraints(specs: Sequence[Any], num_groups: int) -> list[Constraint]:
-    """The constraints a spec lists (objects with ``kind`` and ``bound``), for ``num_groups``.
+def build_constraints(
+    specs: Sequence[Any], num_groups: int, model: nn.Module | None = None
+) -> list[Constraint]:
+    """The constraints a spec lists (objects with ``kind``, ``bound`` and optionally ``pairs``).
 
-    The spec has validated every ``kind``; with two groups each gap is group 0 against group 1.
+    ``num_groups`` comes from the data; gap kinds need at least two. ``model`` is needed only
+    by ``weight_norm``, which bounds its weight matrices.
     """
-    if num_groups != 2:
-        raise ValueError(f"gap constraints need exactly two groups, the data has {num_groups}")
-    return [CONSTRAINTS[spec.kind](spec.bound) for spec in specs]
+    built: list[Constraint] = []
+    for spec in specs:
+        if spec.kind == WeightNorm.kind:
+            if model is None:
+                raise ValueError("weight_norm needs the model whose weights it bounds")
+            built.append(WeightNorm(spec.bound, model))
+        else:
+            pairs = getattr(spec, "pairs", "all")
+            built.append(GAP_CONSTRAINTS[spec.kind](spec.bound, num_groups, pairs))
+    return built

@@ -3,30 +3,180 @@
 Constraint values here are the strict ones (hard 0/1 rates, not training surrogates): a seed is
 judged feasible on what the deployed classifier does. ``max_violation`` is
 ``max(0, max_i c_i)``, so a split is feasible exactly when it is 0.
+
+The paper's test metrics (Kliachkin et al., arXiv 2507.04033) are computed here, on the trial
+side, so every evaluation row and every ``final_<split>_*`` column carries them and analysis
+never needs the model again:
+
+========== ===================================================================================
+column      meaning (groups a, b; the worst pair of groups when there are more than two)
+========== ===================================================================================
+auc_m       mean over groups of the per-group ROC AUC
+ind         independence, ``|PR_a − PR_b|`` (PR: positive prediction rate; equals ``dp_gap``)
+sp          separation, ``|TPR_a − TPR_b| + |FPR_a − FPR_b|``
+ina         inaccuracy, the error rate ``1 − accuracy``
+sf          sufficiency, ``|PPV_a − PPV_b| + |NPV_a − NPV_b|``
+wd          Wasserstein-1 distance between the groups' distributions of predicted probability
+loss_gap    ``|L_a − L_b|``, L the group's mean binary cross-entropy
+========== ===================================================================================
+
+"Worst pair" means the largest value over all pairs of groups whose terms are defined (a group
+with no positives has no TPR, one with no predicted positives no PPV); NaN when no pair is.
+Predictions are ``logit > 0``. Everything after the forward pass is one ``argsort`` per split
+plus O(n · groups) work in float64 NumPy, because evaluation runs every k steps on all splits.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import nn
-from torch.nn import functional
 
 from .constraints import ConstrainedProblem
 
 EVAL_CHUNK_ROWS = 65_536
 """Rows per forward pass, so evaluation memory stays flat whatever the split's size."""
 
+PAPER_METRICS: dict[str, str] = {
+    "auc_m": "AUC_M",
+    "ind": "Ind",
+    "sp": "Sp",
+    "ina": "Ina",
+    "sf": "Sf",
+    "wd": "Wd",
+    "loss_gap": "|L0−L1|",
+}
+"""Column → the paper's name, in the order of the paper's results table."""
+
+GROUP_RATES: tuple[str, ...] = ("loss", "positive_rate", "tpr", "fpr", "ppv", "npv", "auc")
+"""Per-group columns, written ``group_<rate>_<g>`` for each group id ``g``."""
+
+
+def _auc_from_blocks(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC AUC per column from counts of positives and negatives per block of equal scores.
+
+    ``pos`` and ``neg`` have shape ``(blocks, columns)``, blocks in ascending score order. The
+    Mann–Whitney identity, AUC = P(score⁺ > score⁻) + ½ P(score⁺ = score⁻), counts each
+    positive against the negatives of lower blocks and half those of its own block. NaN for a
+    column with one class only.
+    """
+    below = np.cumsum(neg, axis=0) - neg
+    n_pos, n_neg = pos.sum(axis=0), neg.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(
+            (n_pos > 0) & (n_neg > 0),
+            (pos * (below + 0.5 * neg)).sum(axis=0) / (n_pos * n_neg),
+            np.nan,
+        )
+
+
+def _score_blocks(scores: np.ndarray, keys: np.ndarray, num_keys: int) -> tuple[np.ndarray, ...]:
+    """Sort once; count rows per (block of equal scores, key); return counts and block scores.
+
+    Returns:
+        ``counts`` of shape ``(blocks, num_keys)`` and the score of each block, ascending.
+    """
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.empty(ordered.size, dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    block = np.cumsum(starts) - 1
+    blocks = int(block[-1]) + 1 if block.size else 0
+    counts = np.bincount(block * num_keys + keys[order], minlength=blocks * num_keys)
+    return counts.reshape(blocks, num_keys).astype(float), ordered[starts]
+
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC by the rank-sum (Mann–Whitney) identity, ties counted half; NaN for one class."""
-    positives = labels > 0.5
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
+    counts, _ = _score_blocks(np.asarray(scores, dtype=float), np.asarray(labels) > 0.5, 2)
+    return float(_auc_from_blocks(counts[:, 1:], counts[:, :1])[0])
+
+
+def _worst_pair(values: np.ndarray) -> float:
+    """max over pairs of groups of ``sum_k |v[a, k] − v[b, k]|``; ``values`` is (groups, k)."""
+    a, b = np.triu_indices(len(values), k=1)
+    gaps = np.abs(values[a] - values[b]).sum(axis=-1)
+    defined = gaps[np.isfinite(gaps)]
+    return float(defined.max()) if defined.size else float("nan")
+
+
+def _wasserstein_worst_pair(counts: np.ndarray, values: np.ndarray) -> float:
+    """Largest W1 distance between two groups' score distributions.
+
+    ``W1(a, b) = ∫ |F_a(t) − F_b(t)| dt``. ``counts`` (blocks × groups, present groups only)
+    holds each group's rows at each distinct pooled score ``values``; both empirical CDFs are
+    step functions on those breakpoints, so the integral is a dot product with the gaps
+    between consecutive values (what ``scipy.stats.wasserstein_distance`` computes).
+    """
+    if counts.shape[1] < 2:
         return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    cdf = np.cumsum(counts, axis=0)[:-1] / counts.sum(axis=0)
+    widths = np.diff(values)
+    a, b = np.triu_indices(counts.shape[1], k=1)
+    return float((np.abs(cdf[:, a] - cdf[:, b]) * widths[:, None]).sum(axis=0).max())
+
+
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, num_groups: int
+) -> dict[str, float]:
+    """Accuracy, AUC, per-group rates, DP gap and the paper's metrics of one split.
+
+    Args:
+        logits: model outputs, shape ``(n,)``; the prediction is ``logit > 0`` and the score
+            whose distribution ``wd`` compares is ``sigmoid(logit)``.
+        labels: 0/1 labels, shape ``(n,)``.
+        groups: group ids in ``[0, num_groups)``, shape ``(n,)``.
+        num_groups: number of groups; an absent group gets NaN rates and is left out of gaps.
+
+    Returns:
+        ``accuracy, auc, dp_gap``, the ``PAPER_METRICS`` columns and ``group_<rate>_<g>`` for
+        every rate in ``GROUP_RATES`` and group ``g``.
+    """
+    logits = np.asarray(logits, dtype=float)
+    positive = np.asarray(labels) > 0.5
+    groups = np.asarray(groups).astype(np.intp)
+    predicted = logits > 0
+    # Confusion counts per group in one pass: columns TN, FP, FN, TP.
+    cells = groups * 4 + 2 * positive + predicted
+    tn, fp, fn, tp = np.bincount(cells, minlength=4 * num_groups).reshape(num_groups, 4).T
+    count = (tn + fp + fn + tp).astype(float)
+    losses = np.bincount(
+        groups, weights=np.logaddexp(0.0, logits) - positive * logits, minlength=num_groups
+    )
+    # Blocks of equal logits × (group, label): AUCs per group and overall, and the CDFs for Wd.
+    blocks, block_logits = _score_blocks(logits, groups * 2 + positive, 2 * num_groups)
+    neg, pos = blocks[:, 0::2], blocks[:, 1::2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = {
+            "loss": losses / count,
+            "positive_rate": (tp + fp) / count,
+            "tpr": tp / (tp + fn),
+            "fpr": fp / (fp + tn),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+            "auc": _auc_from_blocks(pos, neg),
+        }
+    present = np.flatnonzero(count > 0)
+    n = logits.size
+    accuracy = float((tp.sum() + tn.sum()) / n) if n else float("nan")
+    group_aucs = rates["auc"][np.isfinite(rates["auc"])]
+    ind = _worst_pair(rates["positive_rate"][present, None])
+    row = {
+        "accuracy": accuracy,
+        "auc": float(_auc_from_blocks(pos.sum(1, keepdims=True), neg.sum(1, keepdims=True))[0]),
+        "dp_gap": ind,
+        "auc_m": float(group_aucs.mean()) if group_aucs.size else float("nan"),
+        "ind": ind,
+        "sp": _worst_pair(np.stack([rates["tpr"], rates["fpr"]], axis=1)[present]),
+        "ina": 1.0 - accuracy,
+        "sf": _worst_pair(np.stack([rates["ppv"], rates["npv"]], axis=1)[present]),
+        "wd": _wasserstein_worst_pair((neg + pos)[:, present], 1.0 / (1.0 + np.exp(-block_logits))),
+        "loss_gap": _worst_pair(rates["loss"][present, None]),
+    }
+    for name, values in rates.items():
+        row.update({f"group_{name}_{g}": float(values[g]) for g in range(num_groups)})
+    return row
 
 
 @torch.no_grad()
@@ -46,26 +196,20 @@ def evaluate_split(
     groups: torch.Tensor,
     num_groups: int,
 ) -> dict[str, float]:
-    """Objective, accuracy, AUC, strict constraint values, per-group loss and positive rate."""
+    """Objective, strict constraint values and ``classification_metrics`` of one split."""
     logits = predict_logits(model, features)
     objective, c = problem.evaluate(problem.statistics(logits, labels, groups), strict=True)
-    losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    predicted = (logits > 0).to(labels.dtype)
     row: dict[str, float] = {
         "objective": float(objective),
-        "accuracy": float((predicted == labels).to(torch.float64).mean()),
-        "auc": auc(logits.double().cpu().numpy(), labels.double().cpu().numpy()),
         "max_violation": float(c.clamp_min(0).max()) if c.numel() else 0.0,
     }
     row.update({f"constraint_{i}": float(value) for i, value in enumerate(c)})
-    rates = []
-    for g in range(num_groups):
-        member = groups == g
-        count = int(member.sum())
-        rate = float(predicted[member].mean()) if count else float("nan")
-        row[f"group_loss_{g}"] = float(losses[member].mean()) if count else float("nan")
-        row[f"group_positive_rate_{g}"] = rate
-        rates.append(rate)
-    present = [r for r in rates if not np.isnan(r)]
-    row["dp_gap"] = max(present) - min(present) if len(present) >= 2 else float("nan")
+    row.update(
+        classification_metrics(
+            logits.double().cpu().numpy(),
+            labels.cpu().numpy(),
+            groups.cpu().numpy(),
+            num_groups,
+        )
+    )
     return row

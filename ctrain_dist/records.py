@@ -59,6 +59,9 @@ def provenance() -> dict[str, str]:
         "python_version": platform.python_version(),
         "torch_version": _package_version("torch"),
         "ray_version": _package_version("ray"),
+        "pyarrow_version": _package_version("pyarrow"),
+        "pandas_version": _package_version("pandas"),
+        "numpy_version": _package_version("numpy"),
         "ctrain_version": __version__,
     }
 

@@ -19,8 +19,11 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -65,6 +68,170 @@ class AdultDataSpec(_Strict):
         return path.resolve()
 
 
+FOLKTABLES_TASKS = (
+    "ACSIncome",
+    "ACSEmployment",
+    "ACSEmploymentFiltered",
+    "ACSPublicCoverage",
+    "ACSMobility",
+    "ACSTravelTime",
+    "ACSHealthInsurance",
+    "ACSIncomePovertyRatio",
+)
+GroupAttribute = Literal["race_binary", "sex", "race"]
+
+
+def _as_tuple(value: Any) -> Any:
+    """A single name given where a list is allowed, as a one-item tuple."""
+    return (value,) if isinstance(value, str) else value
+
+
+def _no_repeats(names: tuple[str, ...]) -> tuple[str, ...]:
+    if not names or len(set(names)) != len(names):
+        raise ValueError("give at least one name, without repeats")
+    return names
+
+
+class FolktablesDataSpec(_Strict):
+    """A Folktables task (Ding et al. 2021) on ACS PUMS person files, read by folktables itself.
+
+    The files come from ``root`` in the census layout ``<root>/<year>/<horizon>/psam_p<FIPS>.csv``
+    (what cluster users keep on shared storage; ``ctrain data synth`` writes synthetic ones), or
+    are downloaded there by folktables when ``download`` is true. ``sensitive`` with several
+    attributes groups by their intersection (e.g. ``[sex, race_binary]``: four groups).
+    """
+
+    dataset: Literal["folktables"]
+    task: Literal[FOLKTABLES_TASKS] = "ACSIncome"
+    states: tuple[str, ...] | Literal["all"] = Field(("OK",), description="codes, or 'all'")
+    year: int = Field(2018, ge=2014)
+    horizon: Literal["1-Year", "5-Year"] = "1-Year"
+    sensitive: tuple[GroupAttribute, ...] = Field(
+        ("race_binary",), description="race_binary (white vs non-white), sex, race, or a list"
+    )
+    include_sensitive_feature: bool = True
+    download: bool = Field(False, description="let folktables fetch missing files (needs internet)")
+    root: Path | None = Field(None, validate_default=True, description="PUMS root folder")
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _states_as_tuple(cls, states: Any) -> Any:
+        return states if states == "all" else _as_tuple(states)
+
+    @field_validator("states")
+    @classmethod
+    def _known_states(cls, states: tuple[str, ...] | str) -> tuple[str, ...] | str:
+        from folktables.load_acs import state_list
+
+        if states == "all":
+            return states
+        unknown = [state for state in _no_repeats(states) if state not in state_list]
+        if unknown:
+            raise ValueError(f"unknown state code(s) {unknown}; known: {', '.join(state_list)}")
+        return states
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _sensitive_as_tuple(cls, sensitive: Any) -> Any:
+        return _as_tuple(sensitive)
+
+    @field_validator("sensitive")
+    @classmethod
+    def _sensitive_distinct(cls, sensitive: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_repeats(sensitive)
+
+    @field_validator("root")
+    @classmethod
+    def _files_exist(cls, root: Path | None, info: ValidationInfo) -> Path | None:
+        from .data.folktables import missing_file_problem
+
+        if not {"states", "year", "horizon", "download"} <= info.data.keys():
+            return root
+        problem = missing_file_problem(
+            root, info.data["states"], info.data["year"], info.data["horizon"]
+        )
+        if problem and not info.data["download"]:
+            raise ValueError(problem)
+        return None if root is None else root.resolve()
+
+
+class TableDataSpec(_Strict):
+    """A user's own table (CSV or Parquet): one row per example, a binary target, group columns.
+
+    ``positive`` names the target value that means 1; it may be left out only when the target's
+    values are 0 and 1 (or true and false). Feature columns default to every other column;
+    numeric columns are standardised and the others one-hot encoded unless listed in
+    ``categorical`` (for integer codes that are categories).
+    """
+
+    dataset: Literal["table"]
+    path: Path = Field(description="a .csv, .csv.gz, .parquet or .pq file")
+    target: str
+    positive: bool | int | float | str | None = None
+    sensitive: tuple[str, ...] = Field(description="group column(s); several: intersection")
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+    include_sensitive_feature: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _table_exists(cls, path: Path) -> Path:
+        from .data.table import table_problem
+
+        problem = table_problem(path)
+        if problem:
+            raise ValueError(problem)
+        return path.resolve()
+
+    @field_validator("sensitive", "features", "categorical", mode="before")
+    @classmethod
+    def _names_as_tuple(cls, names: Any) -> Any:
+        return _as_tuple(names)
+
+    @field_validator("target", "sensitive", "features", "categorical")
+    @classmethod
+    def _columns_exist(cls, names: Any, info: ValidationInfo) -> Any:
+        from .data.table import missing_column_problem
+
+        if names is None or "path" not in info.data:
+            return names
+        listed = (names,) if isinstance(names, str) else names
+        if info.field_name in ("sensitive", "features"):
+            _no_repeats(listed)
+        problem = missing_column_problem(info.data["path"], listed)
+        if problem:
+            raise ValueError(problem)
+        return names
+
+    @model_validator(mode="after")
+    def _roles_distinct(self) -> TableDataSpec:
+        if self.target in self.sensitive or self.target in (self.features or ()):
+            raise ValueError(f"target {self.target!r} cannot also be a sensitive or feature column")
+        return self
+
+
+DATASETS = ("adult", "folktables", "table")
+
+
+def _dataset_tag(value: Any) -> str:
+    """The ``dataset`` of a raw or validated data section; ``adult`` when left out."""
+    if isinstance(value, dict):
+        return value.get("dataset", "adult")
+    return getattr(value, "dataset", "adult")
+
+
+DataSpec = Annotated[
+    Annotated[AdultDataSpec, Tag("adult")]
+    | Annotated[FolktablesDataSpec, Tag("folktables")]
+    | Annotated[TableDataSpec, Tag("table")],
+    Discriminator(
+        _dataset_tag,
+        custom_error_type="unknown_dataset",
+        custom_error_message=f"unknown dataset; use one of {', '.join(DATASETS)}",
+    ),
+]
+
+
 class SplitSpec(_Strict):
     val: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.2, gt=0, lt=1)
@@ -85,7 +252,11 @@ class ModelSpec(_Strict):
 
 class ConstraintSpec(_Strict):
     kind: str = Field(description=f"one of {sorted(CONSTRAINTS)}")
-    bound: float = Field(ge=0)
+    bound: float = Field(ge=0, description="gap bound, or the Frobenius norm bound (weight_norm)")
+    pairs: Literal["all", "vs_rest", "vs_population"] = Field(
+        "all",
+        description="which groups a gap compares: every pair, each vs the rest, each vs all rows",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -115,6 +286,12 @@ class TrainingSpec(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = Field(1, gt=0, description="torch intra-op threads per trial")
+    min_group_count: int | None = Field(
+        None,
+        gt=0,
+        description="group-stratified batches with at least this many rows of every group "
+        "(objective reweighted to stay unbiased); unset: plain uniform batches",
+    )
     checkpoint_every: int | None = Field(
         None, gt=0, description="save a checkpoint every this many steps (at evaluation points)"
     )
@@ -141,8 +318,13 @@ class AlgorithmSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
+    """What one trial asks of the cluster; with several workers, split evenly among them."""
+
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
+    workers_per_trial: int = Field(
+        1, gt=0, description="data-parallel workers per trial (Ray Train, exact statistics)"
+    )
     max_concurrent_trials: int | None = Field(None, gt=0)
 
 
@@ -150,7 +332,7 @@ class SweepSpec(_Strict):
     """A study: data × constraints × algorithms × hyperparameters × seeds."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    data: AdultDataSpec = Field(default_factory=AdultDataSpec)
+    data: DataSpec = Field(default_factory=AdultDataSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     constraints: list[ConstraintSpec] = Field(min_length=1)
@@ -192,7 +374,7 @@ class TrialSpec(_Strict):
     algorithm: str
     hyperparameters: dict[str, Any]
     seed: int
-    data: AdultDataSpec
+    data: DataSpec
     split: SplitSpec
     model: ModelSpec
     constraints: list[ConstraintSpec]
@@ -216,7 +398,11 @@ class TrialSpec(_Strict):
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    """Dotted field path; the dataset tag pydantic puts after ``data`` is left out."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 1 and parts[0] == "data" and parts[1] in DATASETS:
+        del parts[1]
+    return ".".join(parts)
 
 
 def _check_hyperparameters(spec: SweepSpec) -> None:
@@ -235,6 +421,13 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
                     f"algorithms.{index}.params.{name}",
                     f"{first['msg']}, got {first.get('input')!r}{hint}",
                 ) from None
+
+
+def _check_data(spec: SweepSpec) -> None:
+    """Data problems a file header cannot show (target values, empty groups), before any job."""
+    from .data.load import check_data
+
+    check_data(spec.data, spec.split)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -265,6 +458,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def require_data_parallel(spec: SweepSpec, workers: int, field: str) -> None:
+    """Refuse several workers per trial for an algorithm whose update DDP cannot make exact."""
+    if workers == 1:
+        return
+    for index, algorithm in enumerate(spec.algorithms):
+        if not ALGORITHMS[algorithm.name].data_parallel:
+            raise SpecError(
+                f"algorithms.{index}.name",
+                f"{algorithm.name} runs on one worker only; drop it or set {field} to 1",
+            )
+
+
 def parse_spec(raw: dict[str, Any]) -> SweepSpec:
     """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
     try:
@@ -276,6 +481,8 @@ def parse_spec(raw: dict[str, Any]) -> SweepSpec:
             message = "unknown key; check its spelling against the spec reference in README.md"
         raise SpecError(_field_path(first["loc"]), message) from None
     _check_hyperparameters(spec)
+    require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
+    _check_data(spec)
     return spec
 
 

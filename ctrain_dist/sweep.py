@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,19 +146,96 @@ def _make_callback_class():
     return StoreCallback
 
 
+WRAPPER_CPUS = 0.01
+"""CPU asked by the Tune trial that drives a Ray Train run: it only waits, but Ray needs a
+non-zero request for it, and that request must be counted when checking that a trial fits."""
+
+
 def check_resources(spec: SweepSpec, cpus: int, gpus: int) -> None:
     """Refuse a per-trial request this machine can never satisfy (Ray would wait forever)."""
     request = spec.resources
-    if request.cpus_per_trial > cpus:
+    workers = request.workers_per_trial
+    wrapper = WRAPPER_CPUS if workers > 1 else 0.0
+    needed = request.cpus_per_trial + wrapper
+    if needed > cpus:
+        layout = f" ({workers} workers × {request.cpus_per_trial / workers:g} + {wrapper:g})"
         raise SpecError(
-            "resources.cpus_per_trial",
-            f"asks {request.cpus_per_trial:g} CPUs per trial but this machine has {cpus}",
+            "resources",
+            f"a trial asks {needed:g} CPUs{layout if workers > 1 else ''} but this machine "
+            f"has {cpus}; lower resources.cpus_per_trial or resources.workers_per_trial",
         )
     if request.gpus_per_trial > gpus:
         raise SpecError(
             "resources.gpus_per_trial",
             f"asks {request.gpus_per_trial:g} GPUs per trial but this machine has {gpus}",
         )
+
+
+class RayTrainSink:
+    """The sink of a multi-worker trial: every rank reports equally often (Ray Train requires
+    it); Tune receives rank 0's report, which carries the rows."""
+
+    def evals(self, rows: list[dict[str, Any]]) -> None:
+        import ray.train
+
+        ray.train.report({"ctrain_evals": _encode(rows)})
+
+    def finish(self, trial_row: dict[str, Any] | None) -> None:
+        import ray.train
+
+        ray.train.report({"ctrain_trial": _encode(trial_row) if trial_row else ""})
+
+
+def _ray_train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the process group is Ray's; the trainer joins it."""
+    import ray.train
+
+    os.environ["LOCAL_RANK"] = str(ray.train.get_context().get_local_rank())
+    train(TrialSpec.model_validate(config["trial"]), RayTrainSink())
+
+
+def run_trial_with_workers(config: dict[str, Any]) -> None:
+    """The Tune trainable of a multi-worker trial: a Ray Train TorchTrainer, metrics to Tune."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial = TrialSpec.model_validate(config["trial"])
+    workers = config["workers"]
+    per_worker = {"CPU": config["cpus_per_trial"] / workers}
+    if config["gpus_per_trial"]:
+        per_worker["GPU"] = config["gpus_per_trial"] / workers
+    TorchTrainer(
+        _ray_train_worker,
+        train_loop_config={"trial": config["trial"]},
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=bool(config["gpus_per_trial"]),
+            resources_per_worker=per_worker,
+        ),
+        run_config=RunConfig(
+            name=f"{trial.trial_id}-{uuid.uuid4().hex[:8]}",
+            storage_path=config["storage_path"],
+            callbacks=[TuneReportCallback()],
+        ),
+    ).fit()
+
+
+def _trainable(spec: SweepSpec, store_root: Path):
+    """The Tune trainable and its fixed config, for one or several workers per trial."""
+    from ray import tune
+
+    request = spec.resources
+    if request.workers_per_trial == 1:
+        resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
+        return tune.with_resources(run_trial, resources), {}
+    fixed = {
+        "workers": request.workers_per_trial,
+        "cpus_per_trial": request.cpus_per_trial,
+        "gpus_per_trial": request.gpus_per_trial,
+        "storage_path": str((store_root / "_train").resolve()),
+    }
+    return tune.with_resources(run_trial_with_workers, {"cpu": WRAPPER_CPUS}), fixed
 
 
 def plan(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpec], int]:
@@ -180,14 +258,29 @@ def plan(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpe
     return pending, len(trials) - len(pending)
 
 
+def _max_concurrent(spec: SweepSpec, cpus: int) -> int | None:
+    """Multi-worker trials: no more wrappers than there is room for their workers, since a
+    wrapper that started without room for its workers would hold its slot while waiting."""
+    request = spec.resources
+    if request.workers_per_trial == 1:
+        return request.max_concurrent_trials
+    room = max(1, int(cpus // (request.cpus_per_trial + WRAPPER_CPUS)))
+    return min(room, request.max_concurrent_trials or room)
+
+
 def run_sweep(
     spec: SweepSpec,
     store_root: Path,
     *,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    address: str | None = None,
 ) -> SweepOutcome:
-    """Run every trial of ``spec`` not yet finished in the store, on a local Ray."""
+    """Run every trial of ``spec`` not yet finished in the store, on a local Ray.
+
+    With ``address`` (``host:port`` of a running cluster's GCS, e.g. the one ``slurm`` starts
+    inside an allocation) the driver joins that cluster instead of starting a local Ray.
+    """
     import torch
 
     check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
@@ -203,8 +296,9 @@ def run_sweep(
     import ray
     from ray import tune
 
+    where = {"address": address} if address else {"num_cpus": os.cpu_count()}
     ray.init(
-        num_cpus=os.cpu_count(),
+        **where,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
@@ -213,13 +307,16 @@ def run_sweep(
     try:
         callback = _make_callback_class()(store_module.StoreWriter(store_root, spec.name), log)
         callback.total = len(pending)
-        resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+        trainable, fixed = _trainable(spec, store_root)
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, resources),
-            param_space={"trial": tune.grid_search([t.model_dump(mode="json") for t in pending])},
+            trainable,
+            param_space={
+                "trial": tune.grid_search([t.model_dump(mode="json") for t in pending]),
+                **fixed,
+            },
             tune_config=tune.TuneConfig(
-                reuse_actors=True,
-                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                reuse_actors=spec.resources.workers_per_trial == 1,
+                max_concurrent_trials=_max_concurrent(spec, os.cpu_count() or 1),
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
@@ -229,7 +326,8 @@ def run_sweep(
                 verbose=0,
             ),
         )
-        log(f"running {len(pending)} trials of sweep {spec.name!r} on a local Ray")
+        on = f"the Ray cluster at {address}" if address else "a local Ray"
+        log(f"running {len(pending)} trials of sweep {spec.name!r} on {on}")
         tuner.fit()
         callback.flush()
         outcome.statuses = callback.statuses

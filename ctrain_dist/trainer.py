@@ -25,7 +25,7 @@ import torch
 from .algorithms import build_algorithm
 from .constraints import ConstrainedProblem, build_constraints
 from .data.load import load_data
-from .data.sampler import MinibatchSampler
+from .data.stratified import build_sampler, design_weights
 from .data.tabular import SPLITS, TabularData
 from .distributed import (
     Workers,
@@ -75,15 +75,22 @@ class _Run:
         torch.manual_seed(trial.seed)
         self.model = build_mlp(data.num_features, trial.model.hidden, dtype).to(device)
         self.forward = wrap_model(self.model, workers, device)
-        self.problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups))
+        self.problem = ConstrainedProblem(
+            build_constraints(trial.constraints, data.num_groups, self.model)
+        )
         self.algorithm = build_algorithm(
             trial.algorithm,
             self.model.parameters(),
             self.problem.num_constraints,
             trial.hyperparameters,
         )
-        self.sampler = MinibatchSampler(
-            self.data.splits["train"], trial.training.batch_size, trial.seed
+        self.sampler = build_sampler(
+            self.data.splits["train"],
+            self.data.groups,
+            data.num_groups,
+            trial.training.batch_size,
+            trial.training.min_group_count,
+            trial.seed,
         )
         self.step = 0
         self.train_seconds = 0.0
@@ -92,8 +99,13 @@ class _Run:
     def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The oracle algorithms call: a fresh minibatch's mean loss and constraint values."""
         rows = local_slice(self.sampler.next(), self.workers)
+        weights = design_weights(self.sampler)
+        if weights is not None:
+            weights = local_slice(weights, self.workers)
         logits = self.forward(self.data.features[rows]).squeeze(-1)
-        stats = self.problem.statistics(logits, self.data.labels[rows], self.data.groups[rows])
+        stats = self.problem.statistics(
+            logits, self.data.labels[rows], self.data.groups[rows], weights
+        )
         return self.problem.evaluate(exact_statistics(stats, self.workers))
 
     def budget_spent(self, segment_seconds: float) -> bool:
@@ -222,8 +234,6 @@ def train(
             status = "diverged"
             break
         last_rows = run.evaluate(base) if workers.is_main else []
-        sink.evals(last_rows)
-        evaluated_at = run.step
         if (
             workers.is_main
             and checkpoint is not None
@@ -231,6 +241,8 @@ def train(
             and run.step % checkpoint_every == 0
         ):
             save_checkpoint(run.state_dict(), checkpoint)
+        sink.evals(last_rows)
+        evaluated_at = run.step
         if trial.training.budget.seconds is not None and any_rank(
             run.budget_spent(0.0), workers, device
         ):

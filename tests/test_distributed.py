@@ -33,13 +33,16 @@ class ListSink:
         self.trial = trial_row
 
 
+DATA_PARALLEL = sorted(name for name, cls in ALGORITHMS.items() if cls.data_parallel)
+
+
 def _trials(name: str = "invariance"):
     spec = load_spec(
         QUICKSTART,
         [
             f"name={name}",
             "seeds=[3]",
-            f"algorithms={[{'name': n} for n in sorted(ALGORITHMS)]}",
+            f"algorithms={[{'name': n} for n in DATA_PARALLEL]}",
             f"training.budget.steps={STEPS}",
             f"training.eval_every={STEPS // 2}",
             f"training.checkpoint_every={STEPS}",
@@ -49,41 +52,35 @@ def _trials(name: str = "invariance"):
     return spec.trials()
 
 
-def _train_all(folder: str, counts: dict | None = None) -> None:
+def _train_all(folder: str) -> None:
     """Every rank trains every algorithm's trial; rank 0 checkpoints each at the last step."""
     for trial in _trials():
         train(trial, ListSink(), checkpoint=Path(folder) / f"{trial.algorithm}.pt")
 
 
 def _counting_worker(folder: str) -> None:
-    """Counts this package's collectives per training step for each algorithm."""
-    calls = {"all_reduce": 0}
-    original = dist.all_reduce
+    """Counts this package's collectives and the oracle's calls during each algorithm's run."""
+    from ctrain_dist import trainer as trainer_module
 
-    def counted(*args, **kwargs):
+    calls = {"all_reduce": 0, "estimate": 0}
+    all_reduce, estimate = dist.all_reduce, trainer_module._Run.estimate
+
+    def counted_all_reduce(*args, **kwargs):
         calls["all_reduce"] += 1
-        return original(*args, **kwargs)
+        return all_reduce(*args, **kwargs)
 
-    dist.all_reduce = counted
+    def counted_estimate(self):
+        calls["estimate"] += 1
+        return estimate(self)
+
+    dist.all_reduce = counted_all_reduce
+    trainer_module._Run.estimate = counted_estimate
     results = {}
     for trial in _trials():
-        trial = trial.model_copy(
-            update={"training": trial.training.model_copy(update={"eval_every": 1000})}
-        )
-        estimates = {"n": 0}
-        from ctrain_dist import trainer as trainer_module
-
-        original_estimate = trainer_module._Run.estimate
-
-        def counting_estimate(self, _original=original_estimate):
-            estimates["n"] += 1
-            return _original(self)
-
-        trainer_module._Run.estimate = counting_estimate
-        calls["all_reduce"] = 0
-        train(trial, ListSink())
-        trainer_module._Run.estimate = original_estimate
-        results[trial.algorithm] = (calls["all_reduce"], estimates["n"])
+        no_evaluation = trial.training.model_copy(update={"eval_every": 10 * STEPS})
+        calls.update(all_reduce=0, estimate=0)
+        train(trial.model_copy(update={"training": no_evaluation}), ListSink())
+        results[trial.algorithm] = (calls["all_reduce"], calls["estimate"])
     if dist.get_rank() == 0:
         torch.save(results, Path(folder) / "counts.pt")
 
@@ -109,9 +106,11 @@ def test_the_ranks_slices_hold_different_minority_counts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", DATA_PARALLEL)
 def test_two_workers_equal_one_process(checkpoints, algorithm):
-    one, two = (torch.load(folder / f"{algorithm}.pt", weights_only=False) for folder in checkpoints)
+    one, two = (
+        torch.load(folder / f"{algorithm}.pt", weights_only=False) for folder in checkpoints
+    )
     assert one["step"] == two["step"] == STEPS
     for name, value in one["model"].items():
         torch.testing.assert_close(two["model"][name], value, rtol=1e-9, atol=1e-11)
@@ -120,8 +119,21 @@ def test_two_workers_equal_one_process(checkpoints, algorithm):
             torch.testing.assert_close(two["algorithm"][key], value, rtol=1e-9, atol=1e-11)
     for row_one, row_two in zip(one["history"], two["history"], strict=True):
         constraints = [k for k in row_one if k.startswith(("constraint_", "multiplier_"))]
-        for key in constraints + ["objective"]:
+        for key in [*constraints, "objective"]:
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-9, abs=1e-11), key
+
+
+def test_an_algorithm_that_is_not_data_parallel_is_refused_several_workers():
+    from ctrain_dist.spec import SpecError
+
+    single = sorted(set(ALGORITHMS) - set(DATA_PARALLEL))
+    assert single, "every algorithm is data parallel: this test has nothing to check"
+    with pytest.raises(SpecError) as caught:
+        load_spec(
+            QUICKSTART,
+            [f"algorithms=[{{name: {single[0]}}}]", "resources.workers_per_trial=2"],
+        )
+    assert caught.value.field == "algorithms.0.name"
 
 
 def test_averaging_per_rank_constraint_values_is_biased():
@@ -130,7 +142,7 @@ def test_averaging_per_rank_constraint_values_is_biased():
     rows = MinibatchSampler(data.splits["train"], trial.training.batch_size, trial.seed).next()
     torch.manual_seed(0)
     logits = torch.randn(len(rows), dtype=torch.float64)
-    problem = ConstrainedProblem([LossGap(0.05)])
+    problem = ConstrainedProblem([LossGap(0.05, num_groups=2)])
 
     def stats(part):
         return problem.statistics(logits[part], data.labels[rows][part], data.groups[rows][part])
@@ -150,3 +162,83 @@ def test_one_collective_per_estimate_besides_ddp(tmp_path):
     for algorithm, (collectives, estimates) in counts.items():
         assert collectives == estimates, algorithm
         assert estimates >= STEPS, algorithm
+
+
+@pytest.mark.slow
+def test_a_sweep_of_two_worker_trials_completes(tmp_path):
+    from ctrain_dist import store
+    from ctrain_dist.sweep import run_sweep
+
+    spec = load_spec(
+        QUICKSTART,
+        [
+            "name=two-workers",
+            "seeds=[0, 1]",
+            "algorithms=[{name: ssl_alm}]",
+            "training.budget.steps=40",
+            "training.eval_every=20",
+            "resources.workers_per_trial=2",
+            "resources.cpus_per_trial=1",
+        ],
+    )
+    outcome = run_sweep(spec, tmp_path, log=lambda _: None)
+    assert outcome.statuses == {"finished": 2}
+    trials = store.open(tmp_path).trials("two-workers")
+    assert list(trials["workers"]) == [2, 2]
+    evals = store.open(tmp_path).evals("two-workers")
+    assert sorted(set(evals["step"])) == [0, 20, 40]
+
+
+def test_a_worker_request_that_cannot_fit_exits_2_naming_the_resources(tmp_path, capsys):
+    import os
+
+    from ctrain_dist.cli import main
+
+    cpus = os.cpu_count()
+    code = main(
+        [
+            "sweep",
+            str(QUICKSTART),
+            "--set",
+            "resources.workers_per_trial=2",
+            "--set",
+            f"resources.cpus_per_trial={cpus}",
+            "--store",
+            str(tmp_path / "store"),
+        ]
+    )
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ctrain: error: resources:") and "workers" in error
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_ctrain_train_with_two_processes_writes_the_metrics_of_one(tmp_path):
+    import subprocess
+    import sys
+
+    from ctrain_dist import store
+
+    finals = []
+    for nproc in (1, 2):
+        root = tmp_path / f"nproc{nproc}"
+        subprocess.run(
+            [
+                sys.executable, "-m", "ctrain_dist.cli", "train", str(QUICKSTART),
+                "--set", "seeds=[0]", "--set", "algorithms=[{name: ssl_alm}]",
+                "--set", "training.budget.steps=200", "--store", str(root),
+                "--nproc", str(nproc),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )  # fmt: skip
+        trials = store.open(root).trials()
+        assert len(trials) == 1 and trials["status"].iloc[0] == "finished"
+        finals.append(trials.iloc[0])
+    columns = [c for c in finals[0].index if c.startswith("final_test_")]
+    assert "final_test_objective" in columns
+    for column in columns:
+        assert finals[1][column] == pytest.approx(finals[0][column], abs=1e-4, nan_ok=True), column
+    assert finals[1]["workers"] == 2

@@ -5,15 +5,31 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.proportion import proportion_confint
 
 from ctrain_dist.stats import (
+    benjamini_hochberg,
     bootstrap_ci,
-    compare_to_baseline,
+    cliffs_delta,
+    cohens_d,
     convergence_bands,
     feasibility,
     holm,
+    iqm,
+    mann_whitney_u,
+    pairwise_tests,
+    pareto_front,
+    performance_profile,
+    probability_of_improvement,
+    seeds_needed,
+    seeds_needed_from_pilot,
     select_configurations,
     summarise,
+    welch_power,
+    welch_t,
     wilson_interval,
 )
 
@@ -180,39 +196,6 @@ def test_selection_is_per_algorithm() -> None:
     assert set(select_configurations(trials)["algorithm"]) == {"alm", "sgd"}
 
 
-def test_compare_to_baseline_finds_a_clear_difference_and_not_a_null_one() -> None:
-    rng = np.random.default_rng(0)
-    trials = trials_frame(
-        {
-            ("sgd", "s"): {"obj": rng.normal(1.0, 0.1, 20), "acc": rng.normal(0.8, 0.05, 20)},
-            ("alm", "a"): {"obj": rng.normal(0.5, 0.1, 20), "acc": rng.normal(0.8, 0.05, 20)},
-        }
-    )
-    result = compare_to_baseline(trials, "sgd", ["obj", "acc"]).set_index("metric")
-    assert result.loc["obj", "significant"]
-    assert result.loc["obj", "mean_diff"] == pytest.approx(-0.5, abs=0.1)
-    assert not result.loc["acc", "significant"]
-    assert (result["p_holm"] >= result["p"]).all()
-
-
-def test_compare_to_baseline_reports_untestable_comparisons_as_nan() -> None:
-    trials = trials_frame(
-        {
-            ("sgd", "s"): {"obj": [1.0, 1.0, 1.0], "one_seed": [1.0, np.nan, np.nan]},
-            ("alm", "a"): {"obj": [2.0, 2.0, 2.0], "one_seed": [1.0, 2.0, 3.0]},
-        }
-    )
-    result = compare_to_baseline(trials, "sgd", ["obj", "one_seed"])
-    assert result[["t", "p", "p_holm"]].isna().all().all()
-    assert not result["significant"].any()
-
-
-def test_compare_to_baseline_rejects_an_absent_baseline() -> None:
-    trials = trials_frame({("alm", "a"): {"obj": [1.0, 2.0]}})
-    with pytest.raises(ValueError, match="baseline"):
-        compare_to_baseline(trials, "sgd", ["obj"])
-
-
 def test_convergence_bands_are_exact_on_an_aligned_step_axis() -> None:
     evals = pd.DataFrame(
         {
@@ -257,3 +240,234 @@ def test_convergence_bands_interpolate_onto_a_grid_when_x_values_are_many() -> N
     bands = convergence_bands(evals, ["objective"], x="time_s", points=20)
     assert len(bands) == 20
     assert (bands["median"] == 1.0).all()
+
+
+# Agreement with scipy and statsmodels on fixed data ---------------------------------------------
+
+FIXED_A = np.array([0.412, 0.398, 0.431, 0.405, 0.447, 0.389, 0.420, 0.415, 0.402, 0.437])
+FIXED_B = np.array([0.441, 0.452, 0.430, 0.468, 0.447, 0.459, 0.425, 0.462, 0.455])
+
+
+def test_holm_matches_statsmodels() -> None:
+    rng = np.random.default_rng(2)
+    for size in (1, 3, 10, 40):
+        p = rng.uniform(0, 0.1, size)
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
+
+
+def test_benjamini_hochberg_matches_statsmodels() -> None:
+    rng = np.random.default_rng(3)
+    for size in (1, 3, 10, 40):
+        p = rng.uniform(0, 0.1, size)
+        np.testing.assert_allclose(benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1])
+
+
+def test_benjamini_hochberg_leaves_untested_hypotheses_out() -> None:
+    adjusted = benjamini_hochberg([0.01, np.nan, 0.04])
+    np.testing.assert_allclose(adjusted, [0.02, np.nan, 0.04])
+
+
+def test_corrections_treat_each_row_of_a_stack_as_its_own_family() -> None:
+    stack = np.random.default_rng(4).uniform(0, 0.2, (5, 6))
+    for correct in (holm, benjamini_hochberg):
+        np.testing.assert_allclose(correct(stack), [correct(row) for row in stack])
+
+
+def test_welch_t_matches_scipy() -> None:
+    expected = sps.ttest_ind(FIXED_A, FIXED_B, equal_var=False)
+    assert welch_t(FIXED_A, FIXED_B) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def test_welch_t_is_undefined_without_variance_or_with_one_seed() -> None:
+    assert all(np.isnan(welch_t(np.ones(3), np.full(3, 2.0))))
+    assert all(np.isnan(welch_t(np.ones(1), FIXED_B)))
+
+
+def test_mann_whitney_u_matches_scipy() -> None:
+    expected = sps.mannwhitneyu(FIXED_A, FIXED_B, alternative="two-sided")
+    assert mann_whitney_u(FIXED_A, FIXED_B) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def test_mann_whitney_u_is_undefined_when_every_value_is_equal() -> None:
+    assert all(np.isnan(mann_whitney_u(np.ones(4), np.ones(5))))
+
+
+def test_cohens_d_matches_the_pooled_standard_deviation_formula() -> None:
+    pooled = np.sqrt(
+        ((FIXED_A.size - 1) * FIXED_A.var(ddof=1) + (FIXED_B.size - 1) * FIXED_B.var(ddof=1))
+        / (FIXED_A.size + FIXED_B.size - 2)
+    )
+    expected = (FIXED_A.mean() - FIXED_B.mean()) / pooled
+    assert cohens_d(FIXED_A, FIXED_B) == pytest.approx(expected)
+
+
+def test_cliffs_delta_is_the_rescaled_mann_whitney_u_with_ties() -> None:
+    a, b = np.array([1.0, 2.0, 2.0, 5.0]), np.array([2.0, 3.0, 0.0])
+    brute = np.mean(np.sign(a[:, None] - b[None, :]))
+    u = sps.mannwhitneyu(a, b).statistic
+    assert cliffs_delta(a, b) == pytest.approx(brute)
+    assert cliffs_delta(a, b) == pytest.approx(2 * u / (a.size * b.size) - 1)
+
+
+def test_probability_of_improvement_is_the_normalised_u_with_a_ci_around_it() -> None:
+    u = sps.mannwhitneyu(FIXED_A, FIXED_B).statistic
+    estimate, low, high = probability_of_improvement(FIXED_A, FIXED_B)
+    assert estimate == pytest.approx(1 - u / (FIXED_A.size * FIXED_B.size))
+    assert low <= estimate <= high
+    higher, _, _ = probability_of_improvement(FIXED_A, FIXED_B, higher_is_better=True)
+    assert higher == pytest.approx(1 - estimate)
+
+
+def test_iqm_matches_scipy_trim_mean_and_ignores_the_outer_quartiles() -> None:
+    assert iqm(np.array([1.0, 2, 3, 4, 5, 6, 7, 1000])) == 4.5
+    assert iqm(FIXED_A) == pytest.approx(sps.trim_mean(FIXED_A, 0.25))
+
+
+def test_wilson_interval_matches_statsmodels() -> None:
+    for count, n in ((0, 7), (3, 10), (17, 20), (50, 50)):
+        expected = proportion_confint(count, n, alpha=0.05, method="wilson")
+        assert wilson_interval(count, n) == pytest.approx(expected)
+
+
+def test_bootstrap_ci_agrees_with_scipy_bootstrap_within_monte_carlo_error() -> None:
+    expected = sps.bootstrap(
+        (FIXED_A,), np.mean, method="percentile", n_resamples=20_000, random_state=0
+    ).confidence_interval
+    low, high = bootstrap_ci(FIXED_A, resamples=20_000)
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1.5e-3)
+
+
+def test_stratified_bootstrap_keeps_each_tasks_share_of_runs() -> None:
+    values = np.array([0.0] * 5 + [10.0] * 5)
+    strata = np.array(["easy"] * 5 + ["hard"] * 5)
+    assert bootstrap_ci(values, strata=strata) == (5.0, 5.0)
+    low, high = bootstrap_ci(values)
+    assert low < 5.0 < high
+
+
+def test_summarise_reports_median_and_iqm_with_their_intervals() -> None:
+    trials = trials_frame({("alm", "a"): {"obj": [1.0, 2.0, 3.0, 4.0, 100.0]}})
+    row = summarise(trials, ["obj"]).iloc[0]
+    assert (row["median"], row["iqm"]) == (3.0, 3.0)
+    assert row["median_ci_low"] <= row["median"] <= row["median_ci_high"]
+    assert row["iqm_ci_low"] <= row["iqm"] <= row["iqm_ci_high"]
+    assert row["mean"] == 22.0
+
+
+def test_welch_power_matches_statsmodels_for_equal_deviations() -> None:
+    for n, effect in ((5, 1.0), (12, 0.8), (40, 0.3)):
+        expected = TTestIndPower().power(effect_size=effect / 2.0, nobs1=n, alpha=0.05)
+        assert welch_power(n, effect, 2.0) == pytest.approx(expected, rel=1e-6)
+
+
+def test_seeds_needed_matches_statsmodels_solve_power() -> None:
+    for effect, power in ((1.0, 0.8), (0.5, 0.9), (2.0, 0.8)):
+        expected = TTestIndPower().solve_power(effect_size=effect, alpha=0.05, power=power)
+        assert seeds_needed(effect, 1.0, power=power) == int(np.ceil(expected))
+
+
+def test_seeds_needed_from_pilot_is_nan_when_the_pilot_cannot_say() -> None:
+    assert np.isnan(seeds_needed_from_pilot(np.ones(5), np.ones(5)))
+    assert np.isnan(seeds_needed_from_pilot(np.ones(1), FIXED_B))
+    assert seeds_needed_from_pilot(FIXED_A, FIXED_B) >= 2
+
+
+def test_pairwise_tests_cover_every_pair_and_metric_with_corrected_p_values() -> None:
+    rng = np.random.default_rng(5)
+    trials = trials_frame(
+        {
+            (name, name): {"obj": rng.normal(mean, 0.1, 15), "acc": rng.normal(0.8, 0.05, 15)}
+            for name, mean in (("alm", 0.5), ("sgd", 1.0), ("ssw", 1.0))
+        }
+    )
+    result = pairwise_tests(trials, ["obj", "acc"], higher_is_better={"acc"})
+    assert len(result) == 6
+    assert set(zip(result["a"], result["b"], strict=True)) == {
+        ("alm", "sgd"),
+        ("alm", "ssw"),
+        ("sgd", "ssw"),
+    }
+    np.testing.assert_allclose(result["welch_p_holm"], holm(result["welch_p"]))
+    np.testing.assert_allclose(result["mwu_p_bh"], benjamini_hochberg(result["mwu_p"]))
+    clear = result.set_index(["metric", "a", "b"]).loc[("obj", "alm", "sgd")]
+    assert clear["significant"] and clear["poi"] > 0.95 and clear["mean_diff"] < 0
+    assert not result[result["metric"] == "acc"]["significant"].any()
+
+
+def test_performance_profile_at_zero_violation_is_the_feasibility_rate() -> None:
+    trials = trials_frame({("alm", "a"): {"v": [0.0, -0.1, 0.2, 0.0]}})
+    profile = performance_profile(trials, "v", taus=np.array([-0.2, 0.0, 0.5]))
+    assert profile["share"].tolist() == [0.0, 0.75, 1.0]
+    assert (profile["ci_low"] <= profile["share"]).all()
+
+
+def test_performance_profile_counts_runs_above_tau_when_higher_is_better() -> None:
+    trials = trials_frame({("alm", "a"): {"acc": [0.7, 0.8, 0.9]}})
+    profile = performance_profile(trials, "acc", taus=np.array([0.8]), higher_is_better=True)
+    assert profile["share"].tolist() == [pytest.approx(1 / 3)]
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
+    frame = pd.DataFrame(
+        {
+            "obj": [1.0, 2.0, 3.0, 2.5, 1.0, 4.0, np.nan],
+            "vio": [3.0, 2.0, 1.0, 2.5, 3.0, 1.0, 0.0],
+        }
+    )
+    assert pareto_front(frame, "obj", "vio").tolist() == [
+        True,
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_pareto_front_is_computed_within_each_group() -> None:
+    frame = pd.DataFrame({"g": ["a", "a", "b"], "obj": [1.0, 2.0, 5.0], "vio": [1.0, 2.0, 5.0]})
+    assert pareto_front(frame, "obj", "vio", by="g").tolist() == [True, False, True]
+
+
+# Calibration by simulation ----------------------------------------------------------------------
+
+REPETITIONS = 4000
+
+
+def monte_carlo_slack(rate: float, repetitions: int = REPETITIONS) -> float:
+    """Three standard errors of a rejection rate estimated from ``repetitions`` simulations."""
+    return 3 * np.sqrt(rate * (1 - rate) / repetitions)
+
+
+def null_family_p_values(test, rng: np.random.Generator) -> np.ndarray:
+    """p-values of all 6 pairs of 4 identical algorithms (10 seeds), shape (REPETITIONS, 6)."""
+    scores = rng.normal(0.4, 0.02, (REPETITIONS, 4, 10))
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    return np.stack([test(scores[:, i], scores[:, j])[1] for i, j in pairs], axis=1)
+
+
+@pytest.mark.parametrize("test", [welch_t, mann_whitney_u], ids=["welch", "mann_whitney"])
+@pytest.mark.parametrize("correct", [holm, benjamini_hochberg], ids=["holm", "bh"])
+def test_corrected_tests_reject_at_most_at_alpha_on_null_data(test, correct) -> None:
+    p = null_family_p_values(test, np.random.default_rng(6))
+    any_rejection = (correct(p) < 0.05).any(axis=1).mean()
+    assert any_rejection <= 0.05 + monte_carlo_slack(0.05)
+
+
+def test_uncorrected_tests_do_reject_too_often_on_null_data() -> None:
+    """The check above can fail: without correction, 6 tests reject far more than 5%."""
+    p = null_family_p_values(welch_t, np.random.default_rng(6))
+    assert (p < 0.05).any(axis=1).mean() > 0.05 + monte_carlo_slack(0.05)
+
+
+@pytest.mark.parametrize(("effect", "std_a", "std_b"), [(1.0, 1.0, 1.0), (1.5, 1.0, 2.0)])
+def test_welch_power_matches_simulation_with_a_known_effect(effect, std_a, std_b) -> None:
+    n = seeds_needed(effect, std_a, std_b)
+    rng = np.random.default_rng(7)
+    a = rng.normal(effect, std_a, (REPETITIONS, n))
+    b = rng.normal(0.0, std_b, (REPETITIONS, n))
+    rejected = (welch_t(a, b)[1] < 0.05).mean()
+    expected = welch_power(n, effect, std_a, std_b)
+    assert expected >= 0.8
+    assert rejected == pytest.approx(expected, abs=monte_carlo_slack(expected))

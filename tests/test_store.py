@@ -1,7 +1,8 @@
-"""Specification of the analysis store: atomic appends, schema union, attempt dedup, readers."""
+"""Specification of the analysis store: schema, atomic appends, attempts, readers, sink, ls."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctrain_dist import store
+from ctrain_dist.cli import main
 from ctrain_dist.store import StoreWarning, StoreWriter
+from ctrain_dist.store_sink import StoreSink
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -227,3 +230,193 @@ def test_pandas_reads_a_table_directory_with_sweep_id(tmp_path: Path) -> None:
     StoreWriter(tmp_path, "s1").write_trials([trial_row("t1", "a1")])
     frame = pd.read_parquet(tmp_path / "trials")
     assert frame["sweep_id"].astype(str).tolist() == ["s1"]
+
+
+# Schema and provenance ------------------------------------------------------------------------
+
+ROOT = Path(__file__).parents[1]
+QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+
+
+class ListSink:
+    """A trainer sink that keeps the rows, so a test can look at exactly what a trial emits."""
+
+    def __init__(self) -> None:
+        self.eval_rows: list[dict] = []
+        self.trial_rows: list[dict] = []
+
+    def evals(self, rows: list[dict]) -> None:
+        self.eval_rows.extend(rows)
+
+    def finish(self, trial_row: dict) -> None:
+        self.trial_rows.append(trial_row)
+
+
+@pytest.fixture(scope="module")
+def real_trial() -> ListSink:
+    """One real, tiny constrained trial (seconds): the rows the trainer really writes."""
+    from ctrain_dist.spec import load_spec
+    from ctrain_dist.trainer import train
+
+    overrides = ["seeds=1", "algorithms=[{name: ssl_alm}]", "training.budget.steps=4"]
+    sink = ListSink()
+    train(load_spec(QUICKSTART, [*overrides, "training.eval_every=2"]).trials()[0], sink)
+    return sink
+
+
+def test_docs_store_schema_is_generated_from_the_schema_in_code() -> None:
+    documented = (ROOT / "docs" / "store-schema.md").read_text()
+    assert documented == store.schema_markdown(), "run: ctrain store schema > docs/store-schema.md"
+
+
+def test_every_column_a_real_trial_writes_is_declared_in_the_schema(real_trial) -> None:
+    assert store.undeclared_columns("trials", list(real_trial.trial_rows[0])) == []
+    assert store.undeclared_columns("evals", list(real_trial.eval_rows[0])) == []
+
+
+def test_every_declared_plain_column_appears_in_a_real_trial_row(real_trial) -> None:
+    written = set(real_trial.trial_rows[0]) | set(real_trial.eval_rows[0])
+    declared = {c.name for t in store.SCHEMA.values() for c in t.columns if not c.is_family}
+    assert declared - written == set()
+
+
+def test_trial_rows_carry_provenance(real_trial) -> None:
+    row = real_trial.trial_rows[0]
+    for name in ("git_commit", "host", "device", "python_version", "ctrain_version"):
+        assert row[name]
+    for package in ("torch", "ray", "pyarrow", "pandas", "numpy"):
+        assert row[f"{package}_version"] not in ("", "absent")
+
+
+def test_written_columns_take_their_declared_types(tmp_path: Path, real_trial) -> None:
+    writer = StoreWriter(tmp_path, real_trial.trial_rows[0]["sweep_id"])
+    written = {
+        "trials": writer.write_trials(real_trial.trial_rows),
+        "evals": writer.write_evals(real_trial.eval_rows),
+    }
+    for table, path in written.items():
+        schema = pq.read_schema(path)
+        for name in schema.names:
+            declared = store.SCHEMA[table].column(name)
+            assert declared.type is None or schema.field(name).type == declared.type, name
+
+
+def test_undeclared_columns_names_what_the_schema_lacks() -> None:
+    assert store.undeclared_columns("evals", ["step", "group_loss_3", "surprise"]) == ["surprise"]
+
+
+# Reading --------------------------------------------------------------------------------------
+
+
+def test_trials_filters_apply_after_the_attempt_choice(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "old", ended_at=T0), trial_row("t2", "a2")])
+    writer.write_trials([trial_row("t1", "new", "error", ended_at=T0 + timedelta(1))])
+    reader = store.open(tmp_path)
+    errors = reader.trials(filters=[("status", "=", "error")])
+    assert errors.empty  # t1's kept attempt is the finished one
+    kept = reader.trials(columns=["trial_id", "attempt_id"])
+    assert kept.values.tolist() == [["t1", "old"], ["t2", "a2"]]
+
+
+def test_an_empty_store_still_has_the_schema_columns(tmp_path: Path) -> None:
+    trials = store.open(tmp_path).trials(all_attempts=True)
+    assert trials.empty
+    assert {"trial_id", "attempt_id", "status", "ended_at"} <= set(trials.columns)
+
+
+def test_attempts_lists_every_attempt_with_the_selection_columns(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1", "error"), trial_row("t1", "a2")])
+    attempts = store.open(tmp_path).attempts("s1")
+    assert sorted(attempts["attempt_id"]) == ["a1", "a2"]
+    assert list(attempts.columns) == ["sweep_id", "trial_id", "attempt_id", "status", "ended_at"]
+
+
+# StoreSink ------------------------------------------------------------------------------------
+
+
+def test_store_sink_writes_evals_before_the_trials_row(tmp_path: Path) -> None:
+    (tmp_path / "trials").write_text("a file where the trials table should be")
+    sink = StoreSink(tmp_path, "s1")
+    sink.evals([eval_row("t1", "a1", 0)])
+    assert part_files(tmp_path, "evals") == []
+    with pytest.raises(OSError):
+        sink.finish(trial_row("t1", "a1"))
+    assert len(part_files(tmp_path, "evals")) == 1
+
+
+def test_store_sink_retries_a_failed_flush_without_writing_a_row_twice(tmp_path: Path) -> None:
+    (tmp_path / "trials").write_text("a file where the trials table should be")
+    sink = StoreSink(tmp_path, "s1")
+    sink.evals([eval_row("t1", "a1", 0)])
+    with pytest.raises(OSError):
+        sink.finish(trial_row("t1", "a1"))
+    (tmp_path / "trials").unlink()
+    sink.flush()
+    reader = store.open(tmp_path)
+    assert len(reader.trials()) == 1
+    assert len(reader.evals()) == 1
+
+
+def test_store_sink_flushes_when_flush_rows_are_waiting(tmp_path: Path) -> None:
+    sink = StoreSink(tmp_path, "s1", flush_rows=3)
+    sink.evals([eval_row("t1", "a1", s) for s in range(2)])
+    assert part_files(tmp_path, "evals") == []
+    sink.evals([eval_row("t1", "a1", 2)])
+    assert len(store.open(tmp_path).evals(all_attempts=True)) == 3
+
+
+def test_store_sink_makes_a_long_trial_visible_after_flush_seconds(tmp_path: Path) -> None:
+    sink = StoreSink(tmp_path, "s1", flush_seconds=0.2)
+    sink.evals([eval_row("t1", "a1", 0)])
+    deadline = time.monotonic() + 10
+    while not part_files(tmp_path, "evals") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(store.open(tmp_path).evals(all_attempts=True)) == 1
+    sink.close()
+    assert len(part_files(tmp_path, "evals")) == 1
+
+
+def test_store_sink_as_context_manager_flushes_rows_of_an_attempt_that_raised(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(RuntimeError), StoreSink(tmp_path, "s1") as sink:
+        sink.evals([eval_row("t1", "a1", 0)])
+        raise RuntimeError("the trainer failed")
+    assert len(store.open(tmp_path).evals(all_attempts=True)) == 1
+
+
+# ctrain store ls / schema ---------------------------------------------------------------------
+
+
+def test_store_ls_counts_trials_by_status_attempts_eval_rows_and_files(tmp_path, capsys) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1", "error"), trial_row("t1", "a2")])
+    writer.write_trials([trial_row("t2", "a3", "diverged")])
+    writer.write_evals([eval_row("t1", "a2", s) for s in range(4)])
+    assert main(["store", "ls", str(tmp_path)]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["sweep", "trials", "by"]
+    assert line.split()[:7] == ["s1", "2", "1", "diverged,", "1", "finished", "3"]
+    assert line.split()[7:9] == ["4", "3"]  # eval rows, files
+
+
+def test_store_ls_check_reports_a_corrupt_file_and_exits_1(tmp_path, capsys) -> None:
+    writer = StoreWriter(tmp_path, "s1")
+    writer.write_trials([trial_row("t1", "a1")])
+    broken = writer.write_evals([eval_row("t1", "a1", 0)])
+    broken.write_bytes(broken.read_bytes()[:-30])
+    assert main(["store", "ls", str(tmp_path), "--check"]) == 1
+    assert f"corrupt (skipped by readers): {broken}" in capsys.readouterr().out
+    assert broken.exists()
+
+
+def test_store_ls_of_a_missing_directory_exits_2(tmp_path, capsys) -> None:
+    assert main(["store", "ls", str(tmp_path / "nowhere")]) == 2
+    assert "ROOT" in capsys.readouterr().err
+
+
+def test_store_schema_prints_the_documented_schema(capsys) -> None:
+    assert main(["store", "schema"]) == 0
+    assert capsys.readouterr().out == store.schema_markdown()

@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
-from .base import Algorithm, Estimate, Hyperparameters
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .alm import ALM
+from .base import Algorithm, Estimate, Hyperparameters, StepInfo
+from .ghost import StochasticGhost
+from .nupi import NuPI
+from .pbm import PBM
+from .penalty import Penalty
 from .ssl_alm import SSLALM
 from .switching_subgradient import SwitchingSubgradient
 from .unconstrained import SGD, Adam
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (SGD, Adam, SSLALM, SwitchingSubgradient)
+    cls.name: cls
+    for cls in (SGD, Adam, Penalty, ALM, SSLALM, SwitchingSubgradient, StochasticGhost, PBM, NuPI)
 }
 
-__all__ = ["ALGORITHMS", "Algorithm", "Estimate", "Hyperparameters", "build_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Estimate",
+    "Hyperparameters",
+    "StepInfo",
+    "build_algorithm",
+]
 
 
-def build_algorithm(name: str, params, num_constraints: int, hyperparameters: dict) -> Algorithm:
-    """An algorithm from its registry name and raw hyperparameters (validated here)."""
+def build_algorithm(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    num_constraints: int,
+    hyperparameters: dict[str, Any],
+    seeds: int | None = None,
+) -> Algorithm:
+    """An algorithm from its registry name and raw hyperparameters (validated here).
+
+    ``seeds``: the number of packed seeds stacked on the parameters' leading dimension, or
+    ``None`` for one model (see ``base``).
+    """
     cls = ALGORITHMS[name]
-    return cls(params, num_constraints, cls.hyperparameters(**hyperparameters))
+    return cls(params, num_constraints, cls.hyperparameters(**hyperparameters), seeds)

@@ -4,16 +4,34 @@ An algorithm is built from the model's parameters, the number of constraint valu
 its validated hyperparameters, and advances with ``step(estimate)``. ``estimate()`` draws a
 fresh minibatch and returns ``(loss, c)``: the mean objective and the ``m`` constraint values
 (feasible when ``<= 0``), both attached to the autograd graph of the current parameters.
-Methods that need independent samples (SSL-ALM's second constraint sample) call it again; each
-call costs one minibatch, which the trainer counts.
+Methods that need independent samples (SSL-ALM's second constraint sample, Ghost's multilevel
+sample) call it again; each call costs one minibatch, which the trainer counts.
 
 Why an oracle rather than ``(loss, c)`` arguments: the number of samples per step is the
 algorithm's choice, and under data parallelism ``estimate`` is where statistics are
 all-reduced, so every rank sees the same ``c`` and takes the same switching and dual decisions
 without further messages.
 
-``state_dict()`` round-trips everything needed to resume the same trajectory: primal optimiser
-state, multipliers, smoothing centres, step counters.
+GPU-ready invariant: ``step`` never moves data to the host. No ``.item()``, ``float(t)``,
+``bool(t)`` or Python ``if`` on a tensor's value; switching decisions are ``torch.where``,
+multipliers are tensors on the parameters' device and dtype, and ``step`` returns detached
+0-dim tensors (``loss`` at least) that the trainer reads only at evaluation points. A host
+sync per step would serialise the GPU queue with Python and cost more than a small MLP's whole
+step. The one documented exception is Stochastic Ghost's QP subproblem, solved on the host.
+
+``state_dict()`` round-trips everything needed to resume the same trajectory bitwise: primal
+optimiser state, multipliers, smoothing centres, controller memories, step counters and any
+random generator the algorithm owns.
+
+Packed seeds (``seeds=K``, see ``ctrain_dist/packed.py``): every parameter then carries a
+leading seed dimension, ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``, and all state
+gains the same leading dimension (multipliers ``[K, m]``, logged values ``[K]``). Steps are
+written once for both layouts: per-seed quantities broadcast over the leading dimension
+(``_per_seed``), per-seed norms reduce over all but it (``_seed_sum``), and backward runs on
+the sum of the seeds' objectives, whose gradient in each seed's slice of the stacked
+parameters is that seed's own gradient because the slices are disjoint. Without ``seeds``
+every shape is what it was (``batch_shape == ()``). An algorithm whose step cannot be batched
+(host-side solves per seed) sets ``batchable = False`` and is trained one seed at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +44,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 Estimate = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+"""The stochastic oracle: a fresh minibatch's mean loss and its ``m`` constraint values."""
+
+StepInfo = dict[str, torch.Tensor]
+"""What ``step`` returns: detached tensors worth logging, ``loss`` among them; 0-dim, or one
+value per seed (``[K]``) for packed seeds."""
 
 
 class Hyperparameters(BaseModel):
@@ -41,22 +64,75 @@ class Algorithm(ABC):
     constrained: ClassVar[bool]
     paper: ClassVar[str]
     hyperparameters: ClassVar[type[Hyperparameters]]
+    data_parallel: ClassVar[bool] = True
+    """Whether the update is exact under DDP: true when it reads gradients through
+    ``backward()`` (DDP averages them); false when it takes ``torch.autograd.grad`` itself."""
+    batchable: ClassVar[bool] = True
+    """Whether ``step`` broadcasts over a leading seed dimension (packed seeds); false when it
+    solves subproblems on the host, one seed at a time."""
 
     def __init__(
-        self, params: Iterable[torch.nn.Parameter], num_constraints: int, hp: Hyperparameters
+        self,
+        params: Iterable[torch.nn.Parameter],
+        num_constraints: int,
+        hp: Hyperparameters,
+        seeds: int | None = None,
     ) -> None:
         self.params = list(params)
+        if not self.params:
+            raise ValueError("an algorithm needs at least one parameter")
+        if seeds is not None and not self.batchable:
+            raise ValueError(f"{self.name} cannot train packed seeds; train one seed at a time")
+        if seeds is not None and any(p.shape[:1] != (seeds,) for p in self.params):
+            raise ValueError(f"packed parameters must have a leading dimension of {seeds} seeds")
         self.num_constraints = num_constraints
         self.hp = hp
+        self.seeds = seeds
         self.iteration = 0
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """``(K,)`` for ``K`` packed seeds, ``()`` for one model: the leading shape of state."""
+        return () if self.seeds is None else (self.seeds,)
+
+    @property
+    def device(self) -> torch.device:
+        return self.params[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.params[0].dtype
+
+    def _zeros(self, *size: int) -> torch.Tensor:
+        """Per-seed state of shape ``(*batch_shape, *size)`` (multipliers, their memories)."""
+        return torch.zeros(*self.batch_shape, *size, device=self.device, dtype=self.dtype)
+
+    def _scalar(self, value: float) -> torch.Tensor:
+        """``value`` once per seed (``batch_shape``), filled by a kernel rather than copied.
+
+        ``torch.tensor(value, device=cuda)`` copies from pageable host memory, which waits
+        for the stream; ``torch.full`` only enqueues a fill.
+        """
+        return torch.full(self.batch_shape, value, device=self.device, dtype=self.dtype)
+
+    @staticmethod
+    def _per_seed(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+        """A per-seed ``value`` (``[K]``) shaped to broadcast against a stacked ``like``."""
+        if isinstance(value, torch.Tensor) and value.ndim:
+            return value.reshape(-1, *([1] * (like.ndim - 1)))
+        return value
+
+    def _seed_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` within each seed: over all but the leading seed dimension."""
+        return tensor.sum() if self.seeds is None else tensor.reshape(self.seeds, -1).sum(1)
+
     @abstractmethod
-    def step(self, estimate: Estimate) -> dict[str, float]:
-        """One iteration; returns scalars worth logging (at least ``loss``)."""
+    def step(self, estimate: Estimate) -> StepInfo:
+        """One iteration; returns detached tensors worth logging (at least ``loss``)."""
 
     def multipliers(self) -> torch.Tensor:
         """Current dual variables (empty for methods without them)."""
-        return torch.zeros(0)
+        return self._zeros(0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration}
@@ -64,11 +140,40 @@ class Algorithm(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])
 
-    def _zero_grad(self) -> None:
+    def _backward(self, target: torch.Tensor) -> None:
+        """Fresh gradients of ``target`` (one value per seed) in every parameter's ``.grad``.
+
+        Packed seeds' targets are summed: each seed's slice of the gradient is its own.
+        """
         for p in self.params:
             p.grad = None
+        target.sum().backward()
+
+    def _descend(self, step_size: float | torch.Tensor) -> None:
+        """``x ← x − step_size · grad`` for every parameter; a tensor step (0-dim, or one per
+        seed) stays on the device."""
+        with torch.no_grad():
+            for p in self.params:
+                if p.grad is not None:
+                    p.sub_(self._per_seed(step_size, p) * p.grad)
 
 
-def max_violation(c: torch.Tensor) -> float:
-    """``max(0, max_i c_i)``: how far the worst constraint is from feasible (0 if none)."""
-    return float(c.detach().clamp_min(0).max()) if c.numel() else 0.0
+def max_violation(c: torch.Tensor) -> torch.Tensor:
+    """``max(0, max_i c_i)`` per seed, detached: the worst constraint's excess."""
+    return largest(c.detach().clamp_min(0))
+
+
+def largest(values: torch.Tensor) -> torch.Tensor:
+    """The largest entry over the last dimension, detached (0 when it is empty, e.g. no
+    duals): 0-dim for a vector, ``[K]`` for packed seeds' ``[K, m]``."""
+    values = values.detach()
+    return values.amax(-1) if values.shape[-1] else values.new_zeros(values.shape[:-1])
+
+
+def info(loss: torch.Tensor, c: torch.Tensor, **extra: torch.Tensor) -> StepInfo:
+    """The step's log: detached loss and worst violation, plus algorithm-specific scalars."""
+    return {
+        "loss": loss.detach(),
+        "max_violation": max_violation(c),
+        **{key: value.detach() for key, value in extra.items()},
+    }

@@ -5,7 +5,9 @@ optimization with linear inequality constraints", arXiv 2504.07607; applied to n
 fairness constraints as in the Folktables benchmark (Kliachkin et al., arXiv 2507.04033).
 
 Problem: :math:`\min_x f(x)` s.t. :math:`c(x) \le 0` with :math:`c: \mathbb{R}^n \to
-\mathbb{R}^m`. Inequalities enter the augmented Lagrangian in Rockafellar's form,
+\mathbb{R}^m`. The paper treats :math:`Ax \le b` through the augmented Lagrangian of the
+inequalities; here they enter in Rockafellar's form, which is the same function once the slack
+is minimised out,
 
 .. math::
     \mathcal{L}_\rho(x, \lambda) = f(x) + \frac{1}{2\rho} \sum_i \big(
@@ -23,10 +25,16 @@ One iteration with step sizes :math:`\tau` (primal), :math:`\eta` (dual) and :ma
     z^{k+1} &= z^k + \beta (x^{k+1} - z^k)
 
 The order is load-bearing: the dual step uses the constraint at :math:`x^k` and the primal step
-then uses :math:`\lambda^{k+1}`; the centre follows the new iterate. The weights
-:math:`[\lambda + \rho c]_+` come from the first sample and the gradients from the second, so
-their product is not biased by the correlation of one minibatch with itself. The projection
-onto :math:`[0, \Lambda]` keeps the multipliers bounded, as the paper's analysis assumes.
+then uses :math:`\lambda^{k+1}` (the paper's dual-first order); the centre follows the new
+iterate. The weights :math:`[\lambda + \rho c]_+` come from the first sample and the gradients
+from the second, so their product is not biased by the correlation of one minibatch with
+itself. The projection onto :math:`[0, \Lambda]` keeps the multipliers bounded, as the paper's
+analysis assumes (the reference implementation instead resets a multiplier to 0 when it
+exceeds the bound; projecting is the paper's operator).
+
+At a fixed point :math:`x = z`, :math:`\lambda^\star = [\lambda^\star + \eta c]_+` gives
+complementarity and the primal step gives :math:`\nabla f + \sum_i \lambda^\star_i \nabla c_i
+= 0`: the KKT conditions, with the multipliers approaching the true ones.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, max_violation
+from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info, largest
 
 
 class SSLALMHyperparameters(Hyperparameters):
@@ -56,15 +64,17 @@ class SSLALM(Algorithm):
     paper = "Huang, Zhang & Alacaoglu 2025, arXiv 2504.07607"
     hyperparameters = SSLALMHyperparameters
 
-    def __init__(self, params, num_constraints: int, hp: SSLALMHyperparameters) -> None:
-        super().__init__(params, num_constraints, hp)
-        self.duals = torch.zeros(num_constraints, dtype=torch.float64)
+    def __init__(
+        self, params, num_constraints: int, hp: SSLALMHyperparameters, seeds: int | None = None
+    ) -> None:
+        super().__init__(params, num_constraints, hp, seeds)
+        self.duals = self._zeros(num_constraints)
         self.centres = [p.detach().clone() for p in self.params]
 
     def multipliers(self) -> torch.Tensor:
         return self.duals.clone()
 
-    def step(self, estimate: Estimate) -> dict[str, float]:
+    def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         with torch.no_grad():
             _, c_dual = estimate()
@@ -73,19 +83,14 @@ class SSLALM(Algorithm):
         weights = (self.duals + hp.rho * c_dual).clamp_min(0.0)
 
         loss, c = estimate()
-        self._zero_grad()
-        (loss + (weights.to(c.dtype) * c).sum()).backward()
+        self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
         with torch.no_grad():
             for p, centre in zip(self.params, self.centres, strict=True):
                 direction = p.grad + hp.mu * (p - centre)
                 p.sub_(hp.lr * direction)
                 centre.add_(p - centre, alpha=hp.beta)
         self.iteration += 1
-        return {
-            "loss": float(loss.detach()),
-            "max_violation": max_violation(c),
-            "max_multiplier": float(self.duals.max()) if self.num_constraints else 0.0,
-        }
+        return info(loss, c, max_multiplier=largest(self.duals))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +101,6 @@ class SSLALM(Algorithm):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.duals = state["duals"].clone()
+        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
         for centre, saved in zip(self.centres, state["centres"], strict=True):
             centre.copy_(saved)

@@ -9,18 +9,30 @@ minibatch :math:`\xi`, estimates :math:`\hat g = \max_i c_i(x^k; \xi)` and switc
 
 .. math::
     x^{k+1} = \begin{cases}
-        x^k - \eta_k\, \nabla f(x^k; \xi) & \text{if } \hat g \le \epsilon_k
-            \quad\text{(objective step, } k \in I)\\
-        x^k - \eta'_k\, \nabla c_{i^*}(x^k; \xi), \; i^* = \arg\max_i c_i(x^k; \xi)
-            & \text{otherwise (constraint step)}
+        x^k - \eta_k\, \zeta_f, \; \zeta_f = \nabla f(x^k; \xi)
+            & \text{if } \hat g \le \epsilon \quad\text{(objective step, } k \in I)\\
+        x^k - \eta'_k\, \zeta_g, \; \zeta_g = \nabla c_{i^*}(x^k; \xi),
+            \; i^* = \arg\max_i c_i(x^k; \xi) & \text{otherwise (constraint step)}
     \end{cases}
 
-with the constant rule :math:`\eta_k = \eta, \eta'_k = \eta'` or the diminishing rule
-:math:`\eta_k = \eta / \sqrt{k+1}`, :math:`\eta'_k = \eta' / \sqrt{k+1}`, and a constant
-tolerance :math:`\epsilon_k = \epsilon`. The paper's guarantee is for an iterate drawn from the
-objective steps :math:`I`; the trainer evaluates the last iterate, the practice of the
-benchmark. The share of objective steps is logged so that a run which never leaves the
-constraint branch is visible.
+Step rules (``step_rule``):
+
+* ``constant``: :math:`\eta_k = \eta`, :math:`\eta'_k = \eta'`;
+* ``diminishing``: :math:`\eta_k = \eta / \sqrt{k+1}`, :math:`\eta'_k = \eta' / \sqrt{k+1}`;
+* ``adaptive``: the paper's Polyak-type step on the constraint branch,
+  :math:`\eta'_k = \hat g / \|\zeta_g\|^2` (capped at :math:`\eta'` so that a near-zero
+  stochastic subgradient cannot throw the iterate away), and :math:`\eta_k = \eta` on the
+  objective branch. :math:`\hat g > \epsilon \ge 0` there, so the step is positive.
+
+:math:`\epsilon` is the constant tolerance of the switch. The paper's guarantee is for an
+iterate drawn from the objective steps :math:`I`; the trainer evaluates the last iterate, the
+practice of the benchmark. The share of objective steps is logged so that a run which never
+leaves the constraint branch is visible.
+
+GPU-ready: the switch is a ``torch.where`` on the target and on the step size, so a single
+backward pass follows the chosen branch without reading :math:`\hat g` on the host. Packed
+seeds switch independently: the ``where`` is per seed, so one seed's constraint step and
+another's objective step share the batched backward pass.
 """
 
 from __future__ import annotations
@@ -31,17 +43,23 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, max_violation
+from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+
+_TINY = 1e-12
+"""Guards the Polyak step's denominator against a zero subgradient."""
 
 
 class SwitchingSubgradientHyperparameters(Hyperparameters):
     lr: float = Field(0.05, gt=0, description="objective step size η")
     lr_constraint: float | None = Field(
-        None, gt=0, description="constraint step size η' (defaults to lr)"
+        None,
+        gt=0,
+        description="constraint step size η' (defaults to lr); the cap of the adaptive step",
     )
     tol: float = Field(0.0, ge=0, description="constraint tolerance ε for the switch")
-    step_rule: Literal["constant", "diminishing"] = Field(
-        "constant", description="constant steps, or steps divided by sqrt(k+1)"
+    step_rule: Literal["constant", "diminishing", "adaptive"] = Field(
+        "constant",
+        description="constant; divided by sqrt(k+1); or Polyak-type ĝ/‖ζ_g‖² on constraint steps",
     )
 
 
@@ -54,40 +72,57 @@ class SwitchingSubgradient(Algorithm):
     hyperparameters = SwitchingSubgradientHyperparameters
 
     def __init__(
-        self, params, num_constraints: int, hp: SwitchingSubgradientHyperparameters
+        self,
+        params,
+        num_constraints: int,
+        hp: SwitchingSubgradientHyperparameters,
+        seeds: int | None = None,
     ) -> None:
-        super().__init__(params, num_constraints, hp)
-        self.objective_steps = 0
+        super().__init__(params, num_constraints, hp, seeds)
+        self.objective_steps = self._zeros()
 
     def _scale(self) -> float:
-        return 1.0 if self.hp.step_rule == "constant" else 1.0 / math.sqrt(self.iteration + 1)
+        if self.hp.step_rule == "diminishing":
+            return 1.0 / math.sqrt(self.iteration + 1)
+        return 1.0
 
-    def step(self, estimate: Estimate) -> dict[str, float]:
+    def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         loss, c = estimate()
-        worst = int(c.detach().argmax()) if c.numel() else -1
-        objective_step = worst < 0 or float(c.detach()[worst]) <= hp.tol
-        if objective_step:
-            target, lr = loss, hp.lr
+        lr_constraint = hp.lr_constraint or hp.lr
+        if c.numel():
+            worst = c.amax(-1)
+            objective_step = worst.detach() <= hp.tol
+            target = torch.where(objective_step, loss, worst)
+        else:
+            worst = objective_step = None
+            target = loss
+        self._backward(target)
+        scale = self._scale()
+        if objective_step is None:
+            step_size: float | torch.Tensor = hp.lr * scale
             self.objective_steps += 1
         else:
-            target, lr = c[worst], hp.lr_constraint or hp.lr
-        self._zero_grad()
-        target.backward()
-        step_size = lr * self._scale()
-        with torch.no_grad():
-            for p in self.params:
-                p.sub_(step_size * p.grad)
+            constraint_lr: float | torch.Tensor = lr_constraint * scale
+            if hp.step_rule == "adaptive":
+                squared_norm = sum(
+                    self._seed_sum(p.grad.detach() ** 2) for p in self.params if p.grad is not None
+                )
+                polyak = worst.detach() / (squared_norm + _TINY)
+                constraint_lr = polyak.clamp(0.0, lr_constraint)
+            if not isinstance(constraint_lr, torch.Tensor):
+                constraint_lr = self._scalar(constraint_lr)
+            step_size = torch.where(objective_step, self._scalar(hp.lr * scale), constraint_lr)
+            self.objective_steps += objective_step.to(self.objective_steps.dtype)
+        self._descend(step_size)
         self.iteration += 1
-        return {
-            "loss": float(loss.detach()),
-            "max_violation": max_violation(c),
-            "objective_step_share": self.objective_steps / self.iteration,
-        }
+        return info(loss, c, objective_step_share=self.objective_steps / self.iteration)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "objective_steps": self.objective_steps}
+        return {**super().state_dict(), "objective_steps": self.objective_steps.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.objective_steps = int(state["objective_steps"])
+        self.objective_steps = torch.as_tensor(
+            state["objective_steps"], device=self.device, dtype=self.dtype
+        ).clone()

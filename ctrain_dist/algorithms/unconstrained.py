@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, max_violation
+from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class SGDHyperparameters(Hyperparameters):
@@ -30,25 +30,31 @@ class AdamHyperparameters(Hyperparameters):
 
 
 class _TorchOptimizerBaseline(Algorithm):
-    """Wraps a ``torch.optim`` optimiser; subclasses only say which one."""
+    """Wraps a ``torch.optim`` optimiser; subclasses only say which one.
+
+    Both optimisers act elementwise with scalar hyperparameters, so on packed (stacked)
+    parameters they are exactly one optimiser per seed.
+    """
 
     constrained: ClassVar[bool] = False
 
-    def __init__(self, params, num_constraints: int, hp: Hyperparameters) -> None:
-        super().__init__(params, num_constraints, hp)
+    def __init__(
+        self, params, num_constraints: int, hp: Hyperparameters, seeds: int | None = None
+    ) -> None:
+        super().__init__(params, num_constraints, hp, seeds)
         self.optimizer = self._make_optimizer()
 
     @abstractmethod
     def _make_optimizer(self) -> torch.optim.Optimizer:
         """The torch optimiser over ``self.params`` built from ``self.hp``."""
 
-    def step(self, estimate: Estimate) -> dict[str, float]:
+    def step(self, estimate: Estimate) -> StepInfo:
         loss, c = estimate()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         self.optimizer.step()
         self.iteration += 1
-        return {"loss": float(loss.detach()), "max_violation": max_violation(c)}
+        return info(loss, c)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}

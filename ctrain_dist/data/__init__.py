@@ -1,4 +1,8 @@
-"""Datasets, each turned into one in-memory ``TabularData`` (see ``tabular.py``)."""
+"""Datasets, each turned into one in-memory ``TabularData`` (see ``tabular.py``).
+
+``load.load_data`` is the entry point from a spec; ``cache`` holds prepared datasets on disk;
+``folktables``, ``table`` and ``adult`` read the sources; ``synth`` writes synthetic ACS files.
+"""
 
 from ctrain_dist.data.adult import load_adult
 from ctrain_dist.data.tabular import SPLITS, TabularData

@@ -1,0 +1,152 @@
+r"""Stochastic penalty-barrier multiplier method (PBM) with penalty annealing.
+
+Ben-Tal & Zibulevsky (1997), "Penalty/barrier multiplier methods for convex programming
+problems", SIAM J. Optim. 7(2):347–366; the quadratic extrapolations make the functions
+defined on the whole line, so the method may start infeasible (Kočvara & Stingl's PENNON uses
+the same construction). Here in a single-loop stochastic form: the inner minimisation is a few
+SGD steps on minibatch estimates.
+
+Problem: :math:`\min_x f(x)` s.t. :math:`c(x) \le 0`. With a penalty parameter :math:`p > 0`,
+multipliers :math:`u > 0` and a penalty-barrier function :math:`\varphi` (convex, increasing,
+:math:`\varphi(0) = 0`, :math:`\varphi'(0) = 1`), the method works on
+
+.. math::
+    F(x; u, p) = f(x) + \sum_i u_i\, p\, \varphi\big(c_i(x) / p\big).
+
+Two functions, each a barrier for :math:`t \le \tfrac12` continued by the quadratic that
+matches value, slope and curvature at :math:`\tfrac12`:
+
+.. math::
+    \varphi_{\text{qlog}}(t) &= \begin{cases} -\log(1 - t) & t \le \tfrac12 \\
+        2t^2 + \log 2 - \tfrac12 & t > \tfrac12 \end{cases} \qquad
+    \varphi_{\text{qrec}}(t) = \begin{cases} \frac{t}{1 - t} & t \le \tfrac12 \\
+        8t^2 - 4t + 1 & t > \tfrac12 \end{cases}
+
+Iteration :math:`k` (primal step :math:`\alpha`, one minibatch :math:`\xi_k`):
+:math:`x^{k+1} = x^k - \alpha \nabla_x F(x^k; u, p; \xi_k)`. Every :math:`K` steps (an outer
+iteration) the multipliers and the penalty move, on the constraint values averaged over the
+inner loop, :math:`\bar c = \frac1K \sum c(x^k; \xi_k)`:
+
+.. math::
+    u_i \leftarrow \Pi_{[u_{\min}, u_{\max}]}\big(u_i\, \varphi'(\bar c_i / p)\big), \qquad
+    p \leftarrow \max(p_{\min}, \gamma p)
+
+At a fixed point, active constraints have :math:`\varphi'(c_i/p) = 1`, i.e. :math:`c_i = 0`,
+and :math:`\nabla f + \sum_i u_i \nabla c_i = 0`: :math:`u` approaches the true multipliers
+(inactive ones shrink towards :math:`u_{\min}`). Annealing :math:`p` sharpens the barrier, so
+late iterates are pushed harder towards feasibility; :math:`p_{\min}` keeps the curvature
+:math:`u \varphi''/p` within what the step size tolerates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info, largest
+
+_LOG2 = math.log(2.0)
+
+
+def quadratic_logarithmic(t: torch.Tensor) -> torch.Tensor:
+    """φ_qlog: −log(1 − t) up to ½, then its C² quadratic continuation."""
+    barrier = -torch.log1p(-t.clamp(max=0.5))
+    return torch.where(t <= 0.5, barrier, 2 * t**2 + _LOG2 - 0.5)
+
+
+def quadratic_reciprocal(t: torch.Tensor) -> torch.Tensor:
+    """φ_qrec: t / (1 − t) up to ½, then its C² quadratic continuation."""
+    inside = t.clamp(max=0.5)
+    return torch.where(t <= 0.5, inside / (1 - inside), 8 * t**2 - 4 * t + 1)
+
+
+def _derivative(kind: str, t: torch.Tensor) -> torch.Tensor:
+    """φ'(t), used for the multiplier update."""
+    inside = t.clamp(max=0.5)
+    if kind == "quadratic_logarithmic":
+        return torch.where(t <= 0.5, 1 / (1 - inside), 4 * t)
+    return torch.where(t <= 0.5, 1 / (1 - inside) ** 2, 16 * t - 4)
+
+
+_FUNCTIONS = {
+    "quadratic_logarithmic": quadratic_logarithmic,
+    "quadratic_reciprocal": quadratic_reciprocal,
+}
+
+
+class PBMHyperparameters(Hyperparameters):
+    lr: float = Field(0.05, gt=0, description="primal step size α")
+    function: Literal["quadratic_logarithmic", "quadratic_reciprocal"] = Field(
+        "quadratic_logarithmic", description="penalty-barrier function φ"
+    )
+    penalty: float = Field(1.0, gt=0, description="initial penalty parameter p")
+    anneal: float = Field(0.9, gt=0, le=1, description="penalty factor γ per outer iteration")
+    min_penalty: float = Field(0.05, gt=0, description="penalty floor p_min")
+    inner_steps: int = Field(50, gt=0, description="SGD steps K per outer iteration")
+    init_multiplier: float = Field(1.0, gt=0, description="initial multipliers u₀")
+    min_multiplier: float = Field(1e-6, gt=0, description="multiplier floor u_min (keeps u > 0)")
+    max_multiplier: float = Field(100.0, gt=0, description="multiplier cap u_max")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PBMHyperparameters:
+        if self.min_multiplier > self.max_multiplier:
+            raise ValueError("min_multiplier must not exceed max_multiplier")
+        if self.min_penalty > self.penalty:
+            raise ValueError("min_penalty must not exceed the initial penalty")
+        return self
+
+
+class PBM(Algorithm):
+    """Stochastic PBM; the update is in the module docstring."""
+
+    name = "pbm"
+    constrained = True
+    paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366"
+    hyperparameters = PBMHyperparameters
+
+    def __init__(
+        self, params, num_constraints: int, hp: PBMHyperparameters, seeds: int | None = None
+    ) -> None:
+        super().__init__(params, num_constraints, hp, seeds)
+        self.duals = self._zeros(num_constraints) + hp.init_multiplier
+        self.penalty = hp.penalty
+        self.constraint_sum = self._zeros(num_constraints)
+
+    def multipliers(self) -> torch.Tensor:
+        return self.duals.clone()
+
+    def step(self, estimate: Estimate) -> StepInfo:
+        hp = self.hp
+        loss, c = estimate()
+        phi = _FUNCTIONS[hp.function]
+        barrier = (self.duals.to(c.dtype) * self.penalty * phi(c / self.penalty)).sum(-1)
+        self._backward(loss + barrier)
+        self._descend(hp.lr)
+        self.constraint_sum += c.detach().to(self.dtype)
+        self.iteration += 1
+        if self.iteration % hp.inner_steps == 0:
+            mean_c = self.constraint_sum / hp.inner_steps
+            scale = _derivative(hp.function, mean_c / self.penalty)
+            self.duals = (self.duals * scale).clamp(hp.min_multiplier, hp.max_multiplier)
+            self.penalty = max(hp.min_penalty, hp.anneal * self.penalty)
+            self.constraint_sum = self._zeros(self.num_constraints)
+        return info(loss, c, max_multiplier=largest(self.duals), penalty=self._scalar(self.penalty))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "duals": self.duals.clone(),
+            "penalty": self.penalty,
+            "constraint_sum": self.constraint_sum.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
+        self.penalty = float(state["penalty"])
+        self.constraint_sum = (
+            state["constraint_sum"].to(device=self.device, dtype=self.dtype).clone()
+        )

@@ -1,0 +1,64 @@
+"""Confirmation runs: the configurations selected on validation, again, on fresh seeds.
+
+Why: selecting the best of many configurations on the same seeds that then report its score
+is optimistic (the winner is partly the luckiest). ``ctrain sweep SPEC --confirm`` re-runs
+only each algorithm's selected configuration (``stats.select_configurations``: feasible on
+validation first, then best validation objective) on seeds the original sweep never used, as
+a new sweep ``<name>-confirm`` in the same store; its report is then free of selection bias.
+"""
+
+from __future__ import annotations
+
+from ctrain_dist import stats
+from ctrain_dist.spec import SpecError, SweepSpec, parse_spec
+from ctrain_dist.store import Store
+
+CONFIRM_SUFFIX = "-confirm"
+
+
+def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> SweepSpec:
+    """The confirmation sweep of ``spec``, from the trials the store holds for it.
+
+    Args:
+        spec: the original sweep spec (its name is the store partition read).
+        store: the store the original sweep wrote.
+        seeds: how many fresh seeds; default as many as the original sweep ran.
+
+    Returns:
+        A validated spec named ``<name>-confirm`` with one algorithm entry per selected
+        configuration (scalar hyperparameters) and seeds ``m+1, m+2, ...``, where ``m`` is the
+        largest original seed, so the two sweeps never share a seed.
+
+    Raises:
+        SpecError: when the store holds no trials of the sweep, or none of the spec's
+            configurations (the spec changed since the sweep ran).
+    """
+    trials = store.trials(spec.name)
+    if trials.empty:
+        raise SpecError(
+            "--confirm",
+            f"the store {store.root} holds no trials of sweep {spec.name!r}; run the sweep "
+            "first (without --confirm)",
+        )
+    chosen = set(stats.select_configurations(trials)["config_label"])
+    first_seed = spec.seed_list()[0]
+    algorithms = [
+        {"name": trial.algorithm, "params": trial.hyperparameters}
+        for trial in spec.trials()
+        if trial.seed == first_seed and trial.config_label in chosen
+    ]
+    if not algorithms:
+        raise SpecError(
+            "--confirm",
+            f"none of the spec's configurations matches the trials of sweep {spec.name!r} in "
+            f"{store.root}; pass the spec (and --set overrides) the sweep ran with",
+        )
+    original = spec.seed_list()
+    count = len(original) if seeds is None else seeds
+    raw = spec.model_dump(mode="json")
+    raw.update(
+        name=f"{spec.name}{CONFIRM_SUFFIX}",
+        algorithms=algorithms,
+        seeds=list(range(max(original) + 1, max(original) + 1 + count)),
+    )
+    return parse_spec(raw)

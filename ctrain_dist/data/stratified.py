@@ -1,0 +1,130 @@
+"""Group-stratified minibatches: every group gets at least ``min_group_count`` rows a batch.
+
+Why: a constraint on a small group is estimated from that group's rows only; with Adult's
+one-third women a 64-row batch holds about 21 of them, and with a 5 % minority about 3, so the
+constraint estimate (and every switching or dual decision made on it) is noisy or, when the
+group is absent, meaningless. Fixing a minimum count per group bounds that noise.
+
+Why the objective stays unbiased: the batch composition is fixed, ``n_g`` rows of group g
+drawn uniformly within the group, and every row of group g carries the design weight
+``w_g = π_g B / n_g`` (``π_g`` the group's share of the training rows, ``B`` the batch size).
+The weighted mean ``Σ_g w_g Σ_{r∈g} ℓ_r / Σ w = Σ_g π_g (mean of ℓ over g's rows)`` has
+expectation ``Σ_g π_g μ_g = μ``, the population mean, exactly (``Σ w = B`` is constant, so
+there is no ratio bias). Per-group means are untouched, because a weight constant within a
+group cancels in them. The problem's statistics take these weights (``constraints.py``).
+
+Quotas: ``n_g = max(m, round(π_g B))``, then adjusted to sum to ``B`` by the largest
+remainders, taking from groups above ``m`` when the minimums overshoot. Within a group the rows
+come from that group's own seeded permutations, epoch after epoch, so small groups are
+revisited more often than large ones (that is the point).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .sampler import MinibatchSampler
+
+
+def quotas(sizes: list[int], batch_size: int, minimum: int) -> list[int]:
+    """Rows per group a batch: proportional, at least ``minimum``, summing to ``batch_size``."""
+    total = sum(sizes)
+    if minimum * len(sizes) > batch_size:
+        raise ValueError(
+            f"min_group_count {minimum} × {len(sizes)} groups exceeds batch_size {batch_size}"
+        )
+    smallest = min(sizes)
+    if smallest < minimum:
+        raise ValueError(f"a group has only {smallest} training rows, below min_group_count")
+    exact = [batch_size * size / total for size in sizes]
+    counts = [max(minimum, int(share)) for share in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda g: exact[g] - int(exact[g]), reverse=True)
+    while sum(counts) < batch_size:
+        for g in by_remainder:
+            if sum(counts) < batch_size and counts[g] < sizes[g]:
+                counts[g] += 1
+    while sum(counts) > batch_size:
+        above = [g for g in range(len(sizes)) if counts[g] > minimum]
+        g = max(above, key=lambda g: counts[g] - exact[g])
+        counts[g] -= 1
+    return counts
+
+
+class StratifiedSampler:
+    """Fixed per-group quotas each batch; ``weights`` are the rows' design weights.
+
+    Same interface as :class:`MinibatchSampler` (``next``, ``samples_drawn``, ``epochs``,
+    ``state_dict``); ``next()`` returns the group blocks concatenated in group order, and
+    ``weights`` is aligned with that order and constant across batches.
+    """
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        groups: torch.Tensor,
+        num_groups: int,
+        batch_size: int,
+        min_group_count: int,
+        seed: int,
+    ) -> None:
+        if batch_size > rows.numel():
+            raise ValueError(f"batch_size {batch_size} exceeds the {rows.numel()} training rows")
+        row_groups = groups[rows]
+        members = [rows[row_groups == g] for g in range(num_groups)]
+        sizes = [int(m.numel()) for m in members]
+        counts = quotas(sizes, batch_size, min_group_count)
+        self.rows = rows
+        self.batch_size = batch_size
+        self.counts = counts
+        self.samplers = [
+            MinibatchSampler(member, count, seed * num_groups + g)
+            for g, (member, count) in enumerate(zip(members, counts, strict=True))
+        ]
+        shares = [size / rows.numel() for size in sizes]
+        self.weights = torch.cat(
+            [
+                torch.full((count,), share * batch_size / count, dtype=torch.float64)
+                for share, count in zip(shares, counts, strict=True)
+            ]
+        ).to(rows.device)
+        self.samples_drawn = 0
+
+    def next(self) -> torch.Tensor:
+        self.samples_drawn += self.batch_size
+        return torch.cat([sampler.next() for sampler in self.samplers])
+
+    @property
+    def epochs(self) -> float:
+        return self.samples_drawn / self.rows.numel()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "samplers": [sampler.state_dict() for sampler in self.samplers],
+            "samples_drawn": self.samples_drawn,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for sampler, saved in zip(self.samplers, state["samplers"], strict=True):
+            sampler.load_state_dict(saved)
+        self.samples_drawn = int(state["samples_drawn"])
+
+
+def build_sampler(
+    rows: torch.Tensor,
+    groups: torch.Tensor,
+    num_groups: int,
+    batch_size: int,
+    min_group_count: int | None,
+    seed: int,
+) -> MinibatchSampler | StratifiedSampler:
+    """The trainer's sampler: stratified when ``min_group_count`` is set, plain otherwise."""
+    if min_group_count is None:
+        return MinibatchSampler(rows, batch_size, seed)
+    return StratifiedSampler(rows, groups, num_groups, batch_size, min_group_count, seed)
+
+
+def design_weights(sampler: MinibatchSampler | StratifiedSampler) -> torch.Tensor | None:
+    """Row weights for the sampler's batches (``None``: all rows weigh 1)."""
+    return sampler.weights if isinstance(sampler, StratifiedSampler) else None

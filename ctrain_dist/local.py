@@ -1,0 +1,67 @@
+"""``ctrain train``: a spec's trials run here, one after another, each on N local processes.
+
+No Ray: for debugging a configuration, for checking worker-count invariance, and for machines
+where a scheduler is not wanted. Rows go straight to the store through a ``StoreSink`` on
+rank 0, so a ``ctrain train`` run is read exactly like a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .distributed import launch_local
+from .spec import SpecError, SweepSpec, TrialSpec, require_data_parallel
+from .store import StoreWriter
+from .store import open as open_store
+from .store_sink import StoreSink
+from .trainer import error_row, train
+
+
+def check_workers(spec: SweepSpec, nproc: int) -> None:
+    """Refuse a worker count this machine cannot host, before anything starts."""
+    if nproc < 1:
+        raise SpecError("--nproc", "must be at least 1")
+    require_data_parallel(spec, nproc, "--nproc")
+    wants_cuda = spec.training.device == "cuda" or (
+        spec.training.device == "auto" and torch.cuda.is_available()
+    )
+    available = torch.cuda.device_count() if wants_cuda else (os.cpu_count() or 1)
+    unit = "GPUs" if wants_cuda else "CPU cores"
+    if nproc > available:
+        raise SpecError("--nproc", f"asks {nproc} workers but this machine has {available} {unit}")
+
+
+def _train_rank(trial_json: str, store_root: str) -> None:
+    """One rank's share of one trial (the target of ``launch_local``; must be importable)."""
+    trial = TrialSpec.model_validate_json(trial_json)
+    with StoreSink(Path(store_root), trial.sweep_id) as sink:
+        train(trial, sink)
+
+
+def train_locally(
+    spec: SweepSpec, store_root: Path, nproc: int, log: Callable[[str], None] = print
+) -> dict[str, int]:
+    """Train every trial of ``spec``; returns counts by status. A trial that raises is recorded
+    as an ``error`` attempt and the next trial runs."""
+    check_workers(spec, nproc)
+    statuses: dict[str, int] = {}
+    trials = spec.trials()
+    for index, trial in enumerate(trials, start=1):
+        try:
+            if nproc == 1:
+                with StoreSink(store_root, trial.sweep_id) as sink:
+                    status = train(trial, sink)["status"]
+            else:
+                launch_local(nproc, _train_rank, (trial.model_dump_json(), str(store_root)))
+                kept = open_store(store_root).trials(trial.sweep_id)
+                status = kept.loc[kept["trial_id"] == trial.trial_id, "status"].iloc[0]
+        except Exception as error:  # a failed trial must not stop the others
+            StoreWriter(store_root, trial.sweep_id).write_trials([error_row(trial, error)])
+            status = "error"
+        statuses[status] = statuses.get(status, 0) + 1
+        log(f"[{index}/{len(trials)}] {trial.config_label} seed {trial.seed}: {status}")
+    return statuses

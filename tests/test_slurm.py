@@ -1,0 +1,293 @@
+"""Sweeps on a real SLURM through submitit: allocation mode (a Ray cluster inside the job),
+array mode, requeue, cancellation, token auth; and the dry run of a 4-node × 4-GPU profile.
+
+The SLURM tests start the dev cluster of ``slurm/dev-cluster`` (two virtual nodes on this
+machine, each with its own host name) once per session; they need root and apt, as in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctrain_dist import store
+from ctrain_dist.cli import main
+from ctrain_dist.slurm import SlurmJobFailed, follow, job_states, submit
+from ctrain_dist.slurm_profile import ClusterProfile, load_profile
+from ctrain_dist.spec import SpecError, SweepSpec, load_spec
+
+ROOT = Path(__file__).parents[1]
+DEV_CLUSTER = ROOT / "slurm" / "dev-cluster"
+PROFILES = ROOT / "slurm" / "profiles"
+QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+EXPECTED_DRY_RUN = Path(__file__).parent / "data" / "dry-run-4x4gpu.txt"
+SMALL = [
+    "seeds=2",
+    "algorithms=[{name: sgd, params: {lr: 0.05}}, {name: ssl_alm}]",
+    "training.budget.steps=100",
+    "training.eval_every=50",
+]
+
+
+def _spec(name: str, *overrides: str) -> SweepSpec:
+    return load_spec(QUICKSTART, [f"name={name}", *SMALL, *overrides])
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> Iterator[Path]:
+    """A running dev cluster (installed if needed), SLURM_CONF exported; stopped at the end."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("unshare") is None:
+        pytest.skip("the SLURM dev cluster needs root, apt-get and unshare")
+    state = tmp_path_factory.mktemp("slurm-state")
+    subprocess.run(["bash", str(DEV_CLUSTER / "install.sh")], check=True)
+    started = subprocess.run(
+        ["bash", str(DEV_CLUSTER / "start.sh"), str(state)], capture_output=True, text=True
+    )
+    if started.returncode != 0:
+        subprocess.run(["bash", str(DEV_CLUSTER / "stop.sh"), str(state)], check=False)
+        pytest.fail(f"dev cluster did not start:\n{started.stdout}\n{started.stderr}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state / "etc" / "slurm.conf")
+    yield state
+    subprocess.run(["bash", str(DEV_CLUSTER / "stop.sh"), str(state)], check=True)
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+def _profile(job_folder: Path, *overrides: str) -> ClusterProfile:
+    return load_profile(PROFILES / "local.yaml", [f"job_folder={job_folder}", *overrides])
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def _release(job_id: str) -> None:
+    """Start a requeued job now: SLURM otherwise holds it PENDING (BeginTime) for ~2 minutes."""
+
+    def started() -> bool:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True
+        ).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        return state not in ("PENDING", "REQUEUED", "COMPLETING", "")
+
+    _wait_for(started, 120, f"requeued job {job_id} to start again")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in command:
+                found.append(f"{entry.name}: {command[:120]}")
+    return found
+
+
+# --- no SLURM needed --------------------------------------------------------------------------
+
+
+def test_dry_run_of_a_4x4_gpu_profile_prints_the_job_script_and_ray_layout(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        [
+            "sweep",
+            str(QUICKSTART),
+            "--set",
+            "resources.cpus_per_trial=4",
+            "--set",
+            "resources.gpus_per_trial=0.25",
+            "--store",
+            "store",
+            "--cluster",
+            str(PROFILES / "example-4x4gpu.yaml"),
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out == EXPECTED_DRY_RUN.read_text()
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_profile_with_a_bad_field_exits_2_naming_it(tmp_path, capsys):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(yaml.safe_dump({"nodes": 0, "job_folder": str(tmp_path)}))
+    code = main(["sweep", str(QUICKSTART), "--cluster", str(profile), "--dry-run"])
+    assert code == 2
+    assert "cluster.nodes" in capsys.readouterr().err
+
+
+def test_ports_of_tasks_sharing_a_host_must_not_collide(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        _profile(tmp_path, "ports.stride=50")
+    assert caught.value.field == "cluster.ports.stride"
+
+
+def test_a_trial_larger_than_a_task_is_refused_before_submitting(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        submit(
+            _spec("too-big", "resources.cpus_per_trial=2"), tmp_path / "store", _profile(tmp_path)
+        )
+    assert caught.value.field == "resources.cpus_per_trial"
+    assert not (tmp_path / "submissions.jsonl").exists()
+
+
+# --- on the dev cluster -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def allocation_run(slurm_cluster, tmp_path_factory) -> tuple[Path, Path, str, dict[str, int]]:
+    """A quickstart-sized sweep (4 trials) in allocation mode over two SLURM tasks."""
+    root = tmp_path_factory.mktemp("allocation")
+    profile = _profile(root / "jobs")
+    submission = submit(_spec("alloc"), root / "store", profile)
+    statuses = follow(submission)
+    return root / "store", root / "jobs", submission.job_id, statuses
+
+
+@pytest.mark.slow
+def test_allocation_mode_completes_the_store_with_trials_on_both_ray_nodes(allocation_run):
+    store_root, _, _, statuses = allocation_run
+    assert statuses == {"finished": 4}
+    trials = store.open(store_root).trials("alloc", all_attempts=True)
+    assert len(trials) == 4 and set(trials["status"]) == {"finished"}
+    hostname = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert set(trials["host"]) == {f"{hostname}-n1", f"{hostname}-n2"}
+
+
+@pytest.mark.slow
+def test_allocation_mode_keeps_per_node_logs_and_a_private_token(allocation_run):
+    _, jobs, job_id, _ = allocation_run
+    attempt = jobs / job_id / "attempt-0"
+    assert len(list(attempt.glob("task*-*.log"))) == 2
+    assert "Ray worker joined" in next(attempt.glob("task1-*.log")).read_text()
+    assert (jobs / "ray-token").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_allocation_mode_stops_every_ray_process_it_started(allocation_run):
+    _, _, job_id, _ = allocation_run
+    assert _processes_mentioning(f"ctrain-{job_id}-") == []
+
+
+@pytest.fixture(scope="module")
+def array_run(slurm_cluster, tmp_path_factory) -> tuple[Path, Path, int]:
+    """The same sweep in array mode through the CLI: 2 trials per task, 2 array tasks."""
+    root = tmp_path_factory.mktemp("array")
+    profile = root / "array.yaml"
+    raw = yaml.safe_load((PROFILES / "local.yaml").read_text())
+    profile.write_text(yaml.safe_dump({**raw, "mode": "array", "job_folder": str(root / "jobs")}))
+    arguments = [f"--set={override}" for override in ["name=array", *SMALL]]
+    code = main(
+        ["sweep", str(QUICKSTART), *arguments, "--store", str(root / "store"),
+         "--cluster", str(profile)]
+    )  # fmt: skip
+    return root / "store", root / "jobs", code
+
+
+@pytest.mark.slow
+def test_array_mode_completes_the_store(array_run):
+    store_root, _, code = array_run
+    assert code == 0
+    trials = store.open(store_root).trials("array", all_attempts=True)
+    assert len(trials) == 4 and set(trials["status"]) == {"finished"}
+    assert store.open(store_root).evals("array")["trial_id"].nunique() == 4
+
+
+@pytest.mark.slow
+def test_status_shows_the_jobs_slurm_state_beside_the_trials_progress(array_run, capsys):
+    _, jobs, _ = array_run
+    capsys.readouterr()
+    assert main(["status", "--job-folder", str(jobs)]) == 0
+    out = capsys.readouterr().out
+    assert "COMPLETED" in out and "array: 4 finished (of 4)" in out
+
+
+@pytest.mark.slow
+def test_a_requeued_allocation_job_resumes_and_runs_each_trial_exactly_once(
+    slurm_cluster, tmp_path
+):
+    spec = _spec("requeue", "seeds=3", "training.budget.steps=1500", "training.eval_every=500")
+    submission = submit(spec, tmp_path / "store", _profile(tmp_path / "jobs"))
+    job_id = submission.job_id
+    reader = store.open(tmp_path / "store")
+    _wait_for(lambda: len(reader.finished_trial_ids("requeue")) >= 1, 300, "a finished trial")
+    before = reader.trials("requeue", all_attempts=True)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    _release(job_id)
+    statuses = follow(submission)
+
+    after = reader.trials("requeue", all_attempts=True)
+    assert len(before) < 6, "the requeue came after the sweep had finished"
+    assert sorted(after["trial_id"]) == sorted(t.trial_id for t in spec.trials())
+    assert set(after["status"]) == {"finished"}
+    kept = dict(zip(after["trial_id"], after["attempt_id"], strict=True))
+    assert all(kept[t] == a for t, a in zip(before["trial_id"], before["attempt_id"], strict=True))
+    assert statuses.get("finished", 0) == 6 - len(before)
+    assert (tmp_path / "jobs" / job_id / "attempt-1").is_dir()
+
+
+@pytest.fixture(scope="module")
+def running_job(slurm_cluster, tmp_path_factory) -> Iterator[tuple[object, Path]]:
+    """A long allocation job, returned once its Ray head is up; cancelled at the end."""
+    root = tmp_path_factory.mktemp("running")
+    spec = _spec("long", "training.budget.steps=200000")
+    submission = submit(spec, root / "store", _profile(root / "jobs"))
+    head = root / "jobs" / submission.job_id / "attempt-0" / "head-address"
+    _wait_for(head.exists, 180, "the Ray head")
+    yield submission, head
+    subprocess.run(["scancel", submission.job_id], check=False)
+
+
+def _connect(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    code = f"import ray; ray.init(address={address!r}); print('nodes', len(ray.nodes()))"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.mark.slow
+def test_a_ray_client_without_the_token_is_refused(running_job):
+    submission, head = running_job
+    address = head.read_text().strip()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    refused = _connect(address, bare)
+    assert refused.returncode != 0
+    assert "ConnectionError" in refused.stderr or "Failed to connect" in refused.stderr
+    token = submission.job_folder / "ray-token"
+    allowed = _connect(
+        address, {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    )
+    assert allowed.returncode == 0 and "nodes 2" in allowed.stdout, allowed.stderr
+
+
+@pytest.mark.slow
+def test_a_job_cancelled_from_outside_is_reported_failed_within_a_minute(running_job):
+    submission, _ = running_job
+    subprocess.run(["scancel", submission.job_id], check=True)
+    started = time.monotonic()
+    with pytest.raises(SlurmJobFailed, match="CANCELLED"):
+        follow(submission, log=lambda _: None)
+    assert time.monotonic() - started < 60
+    assert job_states([submission.job_id])[submission.job_id].startswith("CANCELLED")
