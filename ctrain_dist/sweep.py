@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import store as store_module
-from .spec import SpecError, SweepSpec, TrialSpec
+from .data.load import prepare_data
+from .spec import AdultDataSpec, SpecError, SweepSpec, TrialSpec
 from .trainer import error_row, train
 
 _TIMESTAMP_COLUMNS = ("started_at", "ended_at")
@@ -285,6 +286,10 @@ def run_sweep(
 
     check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     pending, skipped = plan(spec, store_root, resume)
+    if pending and not isinstance(spec.data, AdultDataSpec):
+        # Built once here, before any job: a data problem exits 2 instead of failing trials,
+        # and trials on this node map the finished cache instead of racing to build it.
+        prepare_data(spec.data, spec.split)
     outcome = SweepOutcome(total=len(pending) + skipped, skipped=skipped)
     if skipped:
         log(f"{skipped} of {outcome.total} trials already finished in the store; skipping them")

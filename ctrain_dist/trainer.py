@@ -273,6 +273,7 @@ def train(
             "epochs": run.sampler.epochs,
             "train_time_s": run.train_seconds,
             "workers": workers.world_size,
+            "dataset": data.name,
             "constraint_names": json.dumps(run.problem.names(data.group_names)),
             "group_names": json.dumps(list(data.group_names)),
             **final,

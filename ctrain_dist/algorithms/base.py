@@ -105,7 +105,7 @@ class Algorithm(ABC):
 
     def _zeros(self, *size: int) -> torch.Tensor:
         """Per-seed state of shape ``(*batch_shape, *size)`` (multipliers, their memories)."""
-        return torch.zeros(*self.batch_shape, *size, device=self.device, dtype=self.dtype)
+        return torch.zeros((*self.batch_shape, *size), device=self.device, dtype=self.dtype)
 
     def _scalar(self, value: float) -> torch.Tensor:
         """``value`` once per seed (``batch_shape``), filled by a kernel rather than copied.

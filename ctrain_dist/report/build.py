@@ -59,6 +59,7 @@ class Report:
         status_counts: kept trials (latest attempt of each) by status.
         attempts: all attempts, retries included.
         group_names: names of the data's groups, by group id.
+        datasets: the datasets the trials trained on (names say "synthetic" where they are).
         configurations: per algorithm, the configurations tried and the one selected.
         selected: the trials of the selected configurations (one row per seed).
         summary: ``stats.summarise`` of ``selected`` on the table, paper and group metrics.
@@ -73,6 +74,7 @@ class Report:
     status_counts: dict[str, int]
     attempts: int
     group_names: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
     configurations: pd.DataFrame = field(default_factory=pd.DataFrame)
     selected: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -108,6 +110,7 @@ def build_report(store: Store, sweep_id: str | None = None) -> Report:
         status_counts=status_counts,
         attempts=attempts,
         group_names=groups,
+        datasets=sorted(set(trials["dataset"].dropna())) if "dataset" in trials else [],
         configurations=_configurations(trials, selected),
         selected=selected,
         summary=stats.summarise(selected, described),

@@ -68,10 +68,14 @@ def _lookup(summary: pd.DataFrame, algorithm: str, metric: str, cell) -> str:
 def _overview(report: Report) -> Section:
     counts = ", ".join(f"{status} {n}" for status, n in report.status_counts.items())
     total = sum(report.status_counts.values())
+    data = ", ".join(report.datasets) or "not recorded"
+    synthetic = any("synthetic" in name.lower() for name in [*report.datasets, *report.group_names])
     return Section(
         "",
         [
             f"{total} trials ({counts or 'none'}) from {report.attempts} attempts.",
+            f"Data: {data}."
+            + (" **SYNTHETIC data: not a finding about real people.**" if synthetic else ""),
             "Protocol: each algorithm's configuration is selected on validation (configurations "
             "whose median validation violation is ≤ 0 first, then the lowest median validation "
             "objective; else the least violation); every result below is on test, across seeds "
