@@ -64,7 +64,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .local import train_locally
 
-    spec = load_spec(args.spec, args.overrides)
+    packing = [f"seeds_per_trial={args.seeds}"] if args.seeds is not None else []
+    spec = load_spec(args.spec, [*args.overrides, *packing])
     store_root = args.store or Path("runs") / spec.name
     print(f"training {len(spec.trials())} trials of {spec.name!r} on {args.nproc} process(es)")
     statuses = train_locally(spec, store_root, args.nproc)
@@ -131,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(train)
     train.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
     train.add_argument("--nproc", type=int, default=1, help="data-parallel processes per trial")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        metavar="K",
+        help="train K seeds of a configuration together as one batched computation "
+        "(sets seeds_per_trial; each seed is still recorded as its own trial)",
+    )
     train.set_defaults(handler=_train)
 
     report = commands.add_parser("report", help="statistics across seeds from a store")

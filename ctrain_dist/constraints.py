@@ -60,12 +60,15 @@ def _row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Te
     return torch.ones_like(logits) if weights is None else weights.to(logits.dtype)
 
 
-def _group_sums(
-    values: torch.Tensor, groups: torch.Tensor, num_groups: int, weights: torch.Tensor
+def _membership(
+    groups: torch.Tensor, num_groups: int, weights: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``[G, k]`` weighted sums of ``values`` (``[n, k]``) per group: one matmul, no loop."""
-    member = functional.one_hot(groups, num_groups).to(values.dtype) * weights[:, None]
-    return member.T @ values
+    """``[G, n]``: row r's weight in its group's row, 0 elsewhere (no gradient).
+
+    Per-group sums of per-row quantities ``[n, k]`` are then one matmul, no loop over groups.
+    """
+    member = functional.one_hot(groups, num_groups).T.to(dtype)
+    return member if weights is None else member * weights.to(dtype)
 
 
 class Constraint(ABC):
@@ -123,12 +126,45 @@ class GroupGap(Constraint):
         )
         self.num_statistics = num_groups * self.channels * 2
         self.num_values = 2 * len(self.comparisons) * len(self.measures)
+        self._indices: dict[tuple[bool, torch.device], list[torch.Tensor]] = {}
+
+    def _layout(self, strict: bool, device: torch.device) -> list[torch.Tensor]:
+        """Index tensors that ``value`` gathers with, built once per (mode, device).
+
+        ``[sums, counts]``: where each measure's per-group sums and counts sit in the flat
+        statistics (measure-major), and for ``pairs="all"`` also ``[first, second]``: the two
+        means of each value, so that value ``2k`` is ``first - second`` of comparison ``k``
+        and value ``2k + 1`` the reverse.
+        """
+        key = (strict, device)
+        if key not in self._indices:
+            width = self.channels * 2
+            sums = [
+                g * width + 2 * self._channel(m, strict)
+                for m in range(len(self.measures))
+                for g in range(self.num_groups)
+            ]
+            layout = [sums, [i + 1 for i in sums]]
+            if self.pairs == "all":
+                ordered = [
+                    (m * self.num_groups + a, m * self.num_groups + b)
+                    for m in range(len(self.measures))
+                    for a, b in self.comparisons
+                    for a, b in ((a, b), (b, a))
+                ]
+                layout += [[a for a, _ in ordered], [b for _, b in ordered]]
+            self._indices[key] = [torch.tensor(i, device=device) for i in layout]
+        return self._indices[key]
 
     @abstractmethod
     def _quantities(
         self, logits: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row quantities ``[n, channels]`` and eligibility ``[n, channels]`` (0/1)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-row quantities ``[n, channels]`` and eligibility ``[n, channels]`` (0/1).
+
+        Eligibility depends on the labels only, never on the logits, so counts carry no
+        gradient (``value`` relies on it); ``None`` means every row counts in every channel.
+        """
 
     @abstractmethod
     def _channel(self, measure: int, strict: bool) -> int:
@@ -142,28 +178,34 @@ class GroupGap(Constraint):
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         values, eligible = self._quantities(logits, labels)
-        w = _row_weights(logits, weights)
-        sums = _group_sums(values * eligible, groups, self.num_groups, w)
-        counts = _group_sums(eligible, groups, self.num_groups, w)
+        member = _membership(groups, self.num_groups, weights, logits.dtype)
+        if eligible is None:
+            sums = member @ values
+            counts = member.sum(dim=1, keepdim=True).expand_as(sums)
+        else:
+            sums = member @ (values * eligible)
+            counts = member @ eligible
         return torch.stack([sums, counts], dim=-1).reshape(-1)
 
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
-        table = stats.reshape(self.num_groups, self.channels, 2)
-        values = []
-        for measure in range(len(self.measures)):
-            channel = table[:, self._channel(measure, strict)]
-            sums, counts = channel[:, 0], channel[:, 1]
-            means = _mean(sums, counts)
-            for a, b in self.comparisons:
-                if b is not None:
-                    other = means[b]
-                elif self.pairs == "vs_rest":
-                    other = _mean(sums.sum() - sums[a], counts.sum() - counts[a])
-                else:
-                    other = _mean(sums.sum(), counts.sum())
-                gap = means[a] - other
-                values += [gap - self.bound, -gap - self.bound]
-        return torch.stack(values)
+        """Vectorised over groups and measures: a handful of tensor operations whatever ``G``.
+
+        Why it matters: a training step's cost for a small MLP is mostly per-operation
+        overhead, forward and backward, so every node this graph saves is saved twice a step.
+        Counts are gathered from detached statistics: they never depend on the parameters
+        (see ``_quantities``), so their branch needs no backward pass.
+        """
+        layout = self._layout(strict, stats.device)
+        sums = stats.index_select(0, layout[0])
+        counts = stats.detach().index_select(0, layout[1])
+        means = _mean(sums, counts)
+        if self.pairs == "all":
+            return means.index_select(0, layout[2]) - means.index_select(0, layout[3]) - self.bound
+        sums, counts, means = (t.view(len(self.measures), self.num_groups) for t in (sums, counts, means))
+        total, rows = sums.sum(dim=1, keepdim=True), counts.sum(dim=1, keepdim=True)
+        others = _mean(total - sums, rows - counts) if self.pairs == "vs_rest" else _mean(total, rows)
+        gaps = means - others
+        return torch.stack([gaps, -gaps], dim=2).reshape(-1) - self.bound
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         names = []
@@ -193,7 +235,7 @@ class LossGap(GroupGap):
 
     def _quantities(self, logits, labels):
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        return losses[:, None], torch.ones_like(losses)[:, None]
+        return losses[:, None], None
 
     def _channel(self, measure: int, strict: bool) -> int:
         return 0
@@ -214,7 +256,7 @@ class PositiveRateGap(GroupGap):
 
     def _quantities(self, logits, labels):
         values = torch.stack([torch.sigmoid(logits), (logits > 0).to(logits.dtype)], dim=1)
-        return values, torch.ones_like(values)
+        return values, None
 
     def _channel(self, measure: int, strict: bool) -> int:
         return 1 if strict else 0
@@ -297,6 +339,7 @@ class ConstrainedProblem:
     def __init__(self, constraints: Sequence[Constraint]) -> None:
         self.constraints = list(constraints)
         self.num_constraints = sum(c.num_values for c in self.constraints)
+        self._sizes = [2] + [c.num_statistics for c in self.constraints]
 
     def statistics(
         self,
@@ -306,8 +349,11 @@ class ConstrainedProblem:
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        w = _row_weights(logits, weights)
-        objective = torch.stack([(w * losses).sum(), w.sum()])
+        if weights is None:
+            objective = torch.stack([losses.sum(), losses.new_full((), losses.numel())])
+        else:
+            w = weights.to(logits.dtype)
+            objective = torch.stack([(w * losses).sum(), w.sum()])
         parts = [objective] + [
             c.statistics(logits, labels, groups, weights) for c in self.constraints
         ]
@@ -316,16 +362,18 @@ class ConstrainedProblem:
     def evaluate(
         self, stats: torch.Tensor, strict: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss and the stacked constraint values (``[num_constraints]``) from statistics."""
-        loss = _mean(stats[0], stats[1])
-        values, offset = [], 2
-        for constraint in self.constraints:
-            values.append(
-                constraint.value(stats[offset : offset + constraint.num_statistics], strict)
-            )
-            offset += constraint.num_statistics
-        c = torch.cat(values) if values else stats.new_zeros(0)
-        return loss, c
+        """Mean loss and the stacked constraint values (``[num_constraints]``) from statistics.
+
+        One split of the vector, so the backward pass has one node for it rather than one per
+        slice; the row count ``Σ w`` is detached, as it never depends on the parameters.
+        """
+        objective, *pieces = stats.split(self._sizes)
+        total, count = objective.unbind()
+        loss = _mean(total, count.detach())
+        values = [c.value(piece, strict) for c, piece in zip(self.constraints, pieces, strict=True)]
+        if len(values) == 1:
+            return loss, values[0]
+        return loss, torch.cat(values) if values else stats.new_zeros(0)
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         return [name for c in self.constraints for name in c.names(group_names)]

@@ -14,7 +14,14 @@ from pathlib import Path
 import torch
 
 from .distributed import launch_local
-from .spec import SpecError, SweepSpec, TrialSpec, require_data_parallel
+from .packed import plan_packs, train_pack
+from .spec import (
+    SpecError,
+    SweepSpec,
+    TrialSpec,
+    require_data_parallel,
+    require_single_process_packs,
+)
 from .store import StoreWriter
 from .store import open as open_store
 from .store_sink import StoreSink
@@ -26,6 +33,7 @@ def check_workers(spec: SweepSpec, nproc: int) -> None:
     if nproc < 1:
         raise SpecError("--nproc", "must be at least 1")
     require_data_parallel(spec, nproc, "--nproc")
+    require_single_process_packs(spec, nproc, "--nproc")
     wants_cuda = spec.training.device == "cuda" or (
         spec.training.device == "auto" and torch.cuda.is_available()
     )
@@ -46,22 +54,34 @@ def train_locally(
     spec: SweepSpec, store_root: Path, nproc: int, log: Callable[[str], None] = print
 ) -> dict[str, int]:
     """Train every trial of ``spec``; returns counts by status. A trial that raises is recorded
-    as an ``error`` attempt and the next trial runs."""
+    as an ``error`` attempt and the next trial runs. With ``seeds_per_trial`` K, seeds of one
+    configuration train K at a time as one pack (``packed.py``), each still its own trial."""
     check_workers(spec, nproc)
     statuses: dict[str, int] = {}
     trials = spec.trials()
-    for index, trial in enumerate(trials, start=1):
-        try:
-            if nproc == 1:
-                with StoreSink(store_root, trial.sweep_id) as sink:
-                    status = train(trial, sink)["status"]
-            else:
-                launch_local(nproc, _train_rank, (trial.model_dump_json(), str(store_root)))
-                kept = open_store(store_root).trials(trial.sweep_id)
-                status = kept.loc[kept["trial_id"] == trial.trial_id, "status"].iloc[0]
-        except Exception as error:  # a failed trial must not stop the others
-            StoreWriter(store_root, trial.sweep_id).write_trials([error_row(trial, error)])
-            status = "error"
-        statuses[status] = statuses.get(status, 0) + 1
-        log(f"[{index}/{len(trials)}] {trial.config_label} seed {trial.seed}: {status}")
+    index = 0
+    for pack in plan_packs(spec, trials, log):
+        for trial, status in zip(pack, _train_pack_here(pack, store_root, nproc), strict=True):
+            index += 1
+            statuses[status] = statuses.get(status, 0) + 1
+            log(f"[{index}/{len(trials)}] {trial.config_label} seed {trial.seed}: {status}")
     return statuses
+
+
+def _train_pack_here(pack: list[TrialSpec], store_root: Path, nproc: int) -> list[str]:
+    """Each seed's status after training ``pack`` (one trial, or seeds trained together)."""
+    trial = pack[0]
+    try:
+        if len(pack) > 1:
+            with StoreSink(store_root, trial.sweep_id) as sink:
+                rows = {row["trial_id"]: row["status"] for row in train_pack(pack, sink)}
+            return [rows[t.trial_id] for t in pack]
+        if nproc == 1:
+            with StoreSink(store_root, trial.sweep_id) as sink:
+                return [train(trial, sink)["status"]]
+        launch_local(nproc, _train_rank, (trial.model_dump_json(), str(store_root)))
+        kept = open_store(store_root).trials(trial.sweep_id)
+        return [kept.loc[kept["trial_id"] == trial.trial_id, "status"].iloc[0]]
+    except Exception as error:  # a failed trial must not stop the others
+        StoreWriter(store_root, trial.sweep_id).write_trials([error_row(t, error) for t in pack])
+        return ["error"] * len(pack)

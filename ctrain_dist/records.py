@@ -86,9 +86,14 @@ def trial_row(
     error: str | None = None,
     started_at: datetime | None = None,
     device: str = "",
+    packed_with: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``trials`` row: identity, full config as JSON and flattened ``hp_*``, provenance."""
+    """A ``trials`` row: identity, full config as JSON and flattened ``hp_*``, provenance.
+
+    ``packed_with``: the trial ids of the pack this seed trained in (``packed.py``), itself
+    included; null for a seed that trained alone. The only column that tells the two apart.
+    """
     ended_at = utc_now()
     started_at = started_at or ended_at
     row = {
@@ -102,6 +107,7 @@ def trial_row(
         "ended_at": ended_at,
         "wall_time_s": (ended_at - started_at).total_seconds(),
         "device": device,
+        "packed_with": json.dumps(packed_with) if packed_with else None,
         **provenance(),
     }
     row.update(extra or {})

@@ -303,7 +303,8 @@ class RayProcess:
 
     ``--block`` keeps Ray's daemons children of this task, so SLURM's process tracking kills
     them with the task on a requeue; ``ray stop`` is never used, since it stops every Ray
-    process of the user on the machine, other jobs' included.
+    process of the user on the machine, other jobs' included. Its own session, because Ray's
+    reaper ends by signalling its whole process group, which must not include the task.
     """
 
     def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
@@ -316,6 +317,7 @@ class RayProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 preexec_fn=_ignore_preemption_signal,
+                start_new_session=True,
             )
 
     def wait_started(self, timeout_s: float) -> None:

@@ -339,6 +339,12 @@ class SweepSpec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     algorithms: list[AlgorithmSpec] = Field(min_length=1)
     seeds: int | list[int] = Field(5, description="a count (0..n-1) or an explicit list")
+    seeds_per_trial: int = Field(
+        1,
+        gt=0,
+        description="seeds of one configuration trained together as one batched computation "
+        "(each still recorded as its own trial)",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
 
@@ -365,6 +371,10 @@ class SweepSpec(_Strict):
             for hp in a.grid()
             for seed in self.seed_list()
         ]
+
+    def packs(self) -> list[list[TrialSpec]]:
+        """The trials grouped into packs of up to ``seeds_per_trial`` (see :func:`pack_trials`)."""
+        return pack_trials(self.trials(), self.seeds_per_trial)
 
 
 class TrialSpec(_Strict):
@@ -395,6 +405,30 @@ class TrialSpec(_Strict):
             for k, v in sorted(self.hyperparameters.items())
         )
         return f"{self.algorithm}({params})"
+
+
+def packing_obstacle(trial: TrialSpec) -> str | None:
+    """Why ``trial`` cannot train packed with other seeds, or None when it can."""
+    if not ALGORITHMS[trial.algorithm].batchable:
+        return f"{trial.algorithm} solves per-seed subproblems on the host and cannot batch seeds"
+    if any(c.kind == "weight_norm" for c in trial.constraints):
+        return "the weight_norm constraint reads one model's weights and cannot batch seeds"
+    return None
+
+
+def pack_trials(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
+    """Trials that differ only in seed, in packs of up to ``size``, in the order given.
+
+    A trial that cannot be packed (:func:`packing_obstacle`) is a pack of one. Packing the
+    pending trials rather than the spec's keeps resume exact: seeds already finished are not
+    run again, and the unfinished ones of a configuration are packed together.
+    """
+    groups: dict[str, list[TrialSpec]] = {}
+    for trial in trials:
+        key = trial.model_dump_json(exclude={"seed"})
+        alone = size == 1 or packing_obstacle(trial) is not None
+        groups.setdefault(trial.trial_id if alone else key, []).append(trial)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -458,6 +492,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def require_single_process_packs(spec: SweepSpec, workers: int, field: str) -> None:
+    """Refuse packing where its seeds would not train exactly as alone.
+
+    Packs train in one process, and a time budget would be shared by the pack's seeds, each
+    then training fewer steps than alone: packing takes a step budget.
+    """
+    if spec.seeds_per_trial == 1:
+        return
+    if workers > 1:
+        raise SpecError(
+            field,
+            f"packed seeds (seeds_per_trial {spec.seeds_per_trial}) train in one process; "
+            "set it to 1 or seeds_per_trial to 1",
+        )
+    if spec.training.budget.steps is None:
+        raise SpecError(
+            "seeds_per_trial",
+            "packed seeds share one clock, so each would train fewer steps than alone under "
+            "budget.seconds; give budget.steps or set seeds_per_trial to 1",
+        )
+
+
 def require_data_parallel(spec: SweepSpec, workers: int, field: str) -> None:
     """Refuse several workers per trial for an algorithm whose update DDP cannot make exact."""
     if workers == 1:
@@ -482,6 +538,9 @@ def parse_spec(raw: dict[str, Any]) -> SweepSpec:
         raise SpecError(_field_path(first["loc"]), message) from None
     _check_hyperparameters(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
+    require_single_process_packs(
+        spec, spec.resources.workers_per_trial, "resources.workers_per_trial"
+    )
     _check_data(spec)
     return spec
 

@@ -227,6 +227,27 @@ TRIALS = TableSchema(
         Column("train_time_s", _FLOAT, "s", "Training time, evaluation excluded."),
         Column("workers", _INT, "processes", "Data-parallel ranks that trained the attempt."),
         Column(
+            "packed_with",
+            _STRING,
+            "JSON",
+            "Trial ids of the pack this seed trained in, itself included; null for a seed "
+            "that trained alone.",
+        ),
+        Column(
+            "dataset",
+            _STRING,
+            "",
+            "The data the attempt trained on: `adult`, `<task> <states> <year> <horizon>` for "
+            "Folktables (marked when synthetic), `table:<file>` for a user table.",
+        ),
+        Column(
+            "packed_with",
+            _STRING,
+            "JSON",
+            "List of the `trial_id`s of the seeds trained together with this one as one batched "
+            "computation (`seeds_per_trial`), itself included; null when it trained alone.",
+        ),
+        Column(
             "constraint_names",
             _STRING,
             "JSON",
@@ -960,11 +981,13 @@ def _quarantine(root: Path, path: Path) -> Path:
 
 
 def _stale_temporaries(directory: Path, now: float) -> list[Path]:
-    return [
-        path
-        for path in directory.glob(".part-*.tmp")
-        if now - path.stat().st_mtime > STALE_TEMPORARY_SECONDS
-    ]
+    """Temporary files untouched for ``STALE_TEMPORARY_SECONDS``: their writers are dead."""
+    stale = []
+    for path in directory.glob(".part-*.tmp"):
+        with contextlib.suppress(FileNotFoundError):  # renamed by its writer meanwhile
+            if now - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                stale.append(path)
+    return stale
 
 
 def _compact_partition(root: Path, table: str, sweep_id: str, drop_corrupt: bool) -> Compaction:

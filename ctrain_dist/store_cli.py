@@ -1,12 +1,16 @@
 """``ctrain store …``: list, check and compact a store, and print its schema.
 
-``ls ROOT [--check]``   one line per sweep: trials by status, attempts, evaluation rows, files,
-                        bytes; ``--check`` also reads every file whole and reports corrupt,
-                        temporary and left-over files (exit 1 if any file is corrupt).
+``ls ROOT [--sweep ID] [--check]``   one line per sweep: trials by status, attempts,
+                        evaluation rows, files, bytes; ``--check`` also reads every file whole
+                        and reports corrupt, temporary and left-over files (exit 1 if any file
+                        is corrupt).
 ``compact ROOT [--sweep ID] [--drop-corrupt]``   merge each partition's files into one, safe
                         while sweeps write and readers read; ``--drop-corrupt`` moves corrupt
                         files into ``ROOT/_quarantine`` (nothing else ever removes one).
 ``schema``              the Markdown of ``docs/store-schema.md``, from ``store.SCHEMA``.
+
+``cli.py`` builds this parser for every ``ctrain`` command, so ``store`` (pyarrow, pandas) is
+imported inside the handlers, keeping ``ctrain``'s start fast for the others.
 """
 
 from __future__ import annotations

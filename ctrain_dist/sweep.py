@@ -25,6 +25,7 @@ from typing import Any
 
 from . import store as store_module
 from .data.load import prepare_data
+from .packed import plan_packs, train_pack
 from .spec import AdultDataSpec, SpecError, SweepSpec, TrialSpec
 from .trainer import error_row, train
 
@@ -59,9 +60,18 @@ class TuneSink:
             tune.report({"ctrain_trial": _encode(trial_row)})
 
 
+def pack_of(config: dict[str, Any]) -> list[TrialSpec]:
+    """The trials of a Tune trial's config: one seed, or seeds trained together (a pack)."""
+    return [TrialSpec.model_validate(trial) for trial in config["pack"]]
+
+
 def run_trial(config: dict[str, Any]) -> None:
-    """The Tune function trainable: one trial of the spec, rows reported to the driver."""
-    train(TrialSpec.model_validate(config["trial"]), TuneSink())
+    """The Tune function trainable: one pack of the spec, every seed's rows to the driver."""
+    pack = pack_of(config)
+    if len(pack) == 1:
+        train(pack[0], TuneSink())
+    else:
+        train_pack(pack, TuneSink())
 
 
 @dataclass
@@ -105,14 +115,14 @@ def _make_callback_class():
                 self.flush()
 
         def _record_error(self, trial, retrying: bool) -> None:
-            spec = TrialSpec.model_validate(trial.config["trial"])
             text = trial.get_error() if hasattr(trial, "get_error") else None
-            row = error_row(spec, str(text or "trial raised; see the Tune log"))
-            self.trials.append(row)
-            if retrying:
-                self.log(f"  {spec.trial_id}: error, retrying")
-            else:
-                self._count(row)
+            for spec in pack_of(trial.config):
+                row = error_row(spec, str(text or "trial raised; see the Tune log"))
+                self.trials.append(row)
+                if retrying:
+                    self.log(f"  {spec.trial_id}: error, retrying")
+                else:
+                    self._count(row)
             self.flush()
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -201,14 +211,14 @@ def run_trial_with_workers(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial = TrialSpec.model_validate(config["trial"])
+    (trial,) = pack_of(config)  # several workers: never packed (spec.require_single_process_packs)
     workers = config["workers"]
     per_worker = {"CPU": config["cpus_per_trial"] / workers}
     if config["gpus_per_trial"]:
         per_worker["GPU"] = config["gpus_per_trial"] / workers
     TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"trial": config["trial"]},
+        train_loop_config={"trial": trial.model_dump(mode="json")},
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=bool(config["gpus_per_trial"]),
@@ -312,11 +322,14 @@ def run_sweep(
     try:
         callback = _make_callback_class()(store_module.StoreWriter(store_root, spec.name), log)
         callback.total = len(pending)
+        packs = plan_packs(spec, pending, log)  # the pending seeds only: resume is exact
         trainable, fixed = _trainable(spec, store_root)
         tuner = tune.Tuner(
             trainable,
             param_space={
-                "trial": tune.grid_search([t.model_dump(mode="json") for t in pending]),
+                "pack": tune.grid_search(
+                    [[t.model_dump(mode="json") for t in pack] for pack in packs]
+                ),
                 **fixed,
             },
             tune_config=tune.TuneConfig(
@@ -332,7 +345,8 @@ def run_sweep(
             ),
         )
         on = f"the Ray cluster at {address}" if address else "a local Ray"
-        log(f"running {len(pending)} trials of sweep {spec.name!r} on {on}")
+        packed = f" in {len(packs)} packs" if len(packs) < len(pending) else ""
+        log(f"running {len(pending)} trials{packed} of sweep {spec.name!r} on {on}")
         tuner.fit()
         callback.flush()
         outcome.statuses = callback.statuses

@@ -17,15 +17,18 @@ import os
 import time
 import traceback
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from .algorithms import build_algorithm
 from .constraints import ConstrainedProblem, build_constraints
 from .data.load import load_data
-from .data.stratified import build_sampler, design_weights
+from .data.sampler import MinibatchSampler
+from .data.stratified import StratifiedSampler, build_sampler, design_weights
 from .data.tabular import SPLITS, TabularData
 from .distributed import (
     Workers,
@@ -72,8 +75,7 @@ class _Run:
         self.workers = workers
         self.data = data.to(dtype=dtype, device=device)
         self.device = device
-        torch.manual_seed(trial.seed)
-        self.model = build_mlp(data.num_features, trial.model.hidden, dtype).to(device)
+        self.model = trial_model(trial, data.num_features, device)
         self.forward = wrap_model(self.model, workers, device)
         self.problem = ConstrainedProblem(
             build_constraints(trial.constraints, data.num_groups, self.model)
@@ -84,14 +86,7 @@ class _Run:
             self.problem.num_constraints,
             trial.hyperparameters,
         )
-        self.sampler = build_sampler(
-            self.data.splits["train"],
-            self.data.groups,
-            data.num_groups,
-            trial.training.batch_size,
-            trial.training.min_group_count,
-            trial.seed,
-        )
+        self.sampler = trial_sampler(trial, self.data)
         self.step = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
@@ -116,15 +111,8 @@ class _Run:
 
     def evaluate(self, base: dict[str, Any]) -> list[dict[str, Any]]:
         """One row per split at the current point, with all four progress axes."""
-        axes = {
-            "step": self.step,
-            "samples": self.sampler.samples_drawn,
-            "epoch": self.sampler.epochs,
-            "time_s": self.train_seconds,
-        }
-        multipliers = {
-            f"multiplier_{i}": float(v) for i, v in enumerate(self.algorithm.multipliers())
-        }
+        axes = progress_axes(self.step, self.sampler, self.train_seconds)
+        multipliers = multiplier_columns(self.algorithm.multipliers())
         rows = []
         for split in SPLITS:
             features, labels, groups = self.data.split(split)
@@ -158,7 +146,93 @@ class _Run:
         self.history = list(state["history"])
 
 
-def _synchronise(device: torch.device) -> None:
+def trial_model(trial: TrialSpec, num_features: int, device: torch.device) -> nn.Module:
+    """The trial's MLP in its dtype on ``device``, initialised from its seed.
+
+    Seeds torch's global generator: the initialisation depends on the seed alone, so packed
+    seeds (``packed.py``) start from exactly the weights their unpacked runs start from.
+    """
+    torch.manual_seed(trial.seed)
+    dtype = getattr(torch, trial.training.dtype)
+    return build_mlp(num_features, trial.model.hidden, dtype).to(device)
+
+
+def trial_sampler(trial: TrialSpec, data: TabularData) -> MinibatchSampler | StratifiedSampler:
+    """The trial's minibatch stream over ``data``'s training rows, fixed by its seed."""
+    return build_sampler(
+        data.splits["train"],
+        data.groups,
+        data.num_groups,
+        trial.training.batch_size,
+        trial.training.min_group_count,
+        trial.seed,
+    )
+
+
+def progress_axes(
+    step: int, sampler: MinibatchSampler | StratifiedSampler, train_seconds: float
+) -> dict[str, Any]:
+    """The four progress axes every evaluation row carries."""
+    return {
+        "step": step,
+        "samples": sampler.samples_drawn,
+        "epoch": sampler.epochs,
+        "time_s": train_seconds,
+    }
+
+
+def multiplier_columns(multipliers: torch.Tensor) -> dict[str, float]:
+    """``multiplier_<i>`` columns from one model's dual variables (a host read)."""
+    return {f"multiplier_{i}": float(v) for i, v in enumerate(multipliers)}
+
+
+def summary_row(
+    trial: TrialSpec,
+    attempt_id: str,
+    status: str,
+    last_rows: list[dict[str, Any]],
+    *,
+    started_at: datetime,
+    device: torch.device,
+    steps: int,
+    sampler: MinibatchSampler | StratifiedSampler,
+    train_seconds: float,
+    workers: int,
+    problem: ConstrainedProblem,
+    data: TabularData,
+    packed_with: list[str] | None = None,
+) -> dict[str, Any]:
+    """The attempt's ``trials`` row: its counters and its last evaluation as ``final_*``."""
+    base = identity(trial, attempt_id)
+    final = {
+        f"final_{row['split']}_{key}": value
+        for row in last_rows
+        for key, value in row.items()
+        if key not in base and key not in ("split", "step", "samples", "epoch", "time_s")
+    }
+    return trial_row(
+        trial,
+        attempt_id,
+        status,
+        started_at=started_at,
+        device=str(device),
+        packed_with=packed_with,
+        extra={
+            "steps": steps,
+            "samples": sampler.samples_drawn,
+            "epochs": sampler.epochs,
+            "train_time_s": train_seconds,
+            "workers": workers,
+            "dataset": data.name,
+            "constraint_names": json.dumps(problem.names(data.group_names)),
+            "group_names": json.dumps(list(data.group_names)),
+            **final,
+        },
+    )
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for the work queued on a CUDA device, so that a clock read after it counts it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -228,7 +302,7 @@ def train(
         run.step += 1
         if not (run.step % every == 0 or spent()):
             continue
-        _synchronise(device)
+        synchronise(device)
         run.train_seconds += time.perf_counter() - segment_start
         if not math.isfinite(float(info["loss"])):
             status = "diverged"
@@ -255,29 +329,19 @@ def train(
         sink.finish(None)
         return {}
 
-    final = {
-        f"final_{row['split']}_{key}": value
-        for row in last_rows
-        for key, value in row.items()
-        if key not in base and key not in ("split", "step", "samples", "epoch", "time_s")
-    }
-    row = trial_row(
+    row = summary_row(
         trial,
         attempt_id,
         status,
+        last_rows,
         started_at=started_at,
-        device=str(device),
-        extra={
-            "steps": run.step,
-            "samples": run.sampler.samples_drawn,
-            "epochs": run.sampler.epochs,
-            "train_time_s": run.train_seconds,
-            "workers": workers.world_size,
-            "dataset": data.name,
-            "constraint_names": json.dumps(run.problem.names(data.group_names)),
-            "group_names": json.dumps(list(data.group_names)),
-            **final,
-        },
+        device=device,
+        steps=run.step,
+        sampler=run.sampler,
+        train_seconds=run.train_seconds,
+        workers=workers.world_size,
+        problem=run.problem,
+        data=data,
     )
     sink.finish(row)
     return row

@@ -92,6 +92,13 @@ def _finished_attempts(root: Path) -> dict[str, list[str]]:
 
 
 def _interrupt(process: subprocess.Popen, how: str) -> None:
+    """Stop the sweep as ``how`` says; afterwards none of its processes may be left.
+
+    After a SIGKILL of the driver, Ray's dashboard and runtime-env agents outlive it (Ray ties
+    only its GCS and raylet to the driver's life) inside the driver's process group, as they
+    would in a terminal; ending that group is the cleanup a shell or a scheduler does, and
+    touches no other Ray.
+    """
     if how == "SIGINT to the process group":  # what Ctrl-C in a terminal does
         os.killpg(process.pid, signal.SIGINT)
     else:
@@ -102,6 +109,9 @@ def _interrupt(process: subprocess.Popen, how: str) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         pytest.fail(f"the sweep did not stop within 3 minutes of {how}")
+    if how == "SIGKILL to the driver":
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -224,21 +224,19 @@ def test_status_shows_the_jobs_slurm_state_beside_the_trials_progress(array_run,
     assert "COMPLETED" in out and "array: 4 finished (of 4)" in out
 
 
-@pytest.mark.slow
-def test_a_requeued_allocation_job_resumes_and_runs_each_trial_exactly_once(
-    slurm_cluster, tmp_path
-):
-    spec = _spec("requeue", "seeds=3", "training.budget.steps=1500", "training.eval_every=500")
+def _requeue_mid_sweep(tmp_path: Path, name: str, requeue) -> None:
+    """Submit 6 trials, requeue once one is in the store, and check the resumed sweep."""
+    spec = _spec(name, "seeds=3", "training.budget.steps=1500", "training.eval_every=500")
     submission = submit(spec, tmp_path / "store", _profile(tmp_path / "jobs"))
     job_id = submission.job_id
     reader = store.open(tmp_path / "store")
-    _wait_for(lambda: len(reader.finished_trial_ids("requeue")) >= 1, 300, "a finished trial")
-    before = reader.trials("requeue", all_attempts=True)
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    _wait_for(lambda: len(reader.finished_trial_ids(name)) >= 1, 300, "a finished trial")
+    before = reader.trials(name, all_attempts=True)
+    requeue(submission)
     _release(job_id)
     statuses = follow(submission)
 
-    after = reader.trials("requeue", all_attempts=True)
+    after = reader.trials(name, all_attempts=True)
     assert len(before) < 6, "the requeue came after the sweep had finished"
     assert sorted(after["trial_id"]) == sorted(t.trial_id for t in spec.trials())
     assert set(after["status"]) == {"finished"}
@@ -246,6 +244,24 @@ def test_a_requeued_allocation_job_resumes_and_runs_each_trial_exactly_once(
     assert all(kept[t] == a for t, a in zip(before["trial_id"], before["attempt_id"], strict=True))
     assert statuses.get("finished", 0) == 6 - len(before)
     assert (tmp_path / "jobs" / job_id / "attempt-1").is_dir()
+
+
+@pytest.mark.slow
+def test_a_requeued_allocation_job_resumes_and_runs_each_trial_exactly_once(
+    slurm_cluster, tmp_path
+):
+    def requeue(submission) -> None:
+        subprocess.run(["scontrol", "requeue", submission.job_id], check=True)
+
+    _requeue_mid_sweep(tmp_path, "requeue", requeue)
+
+
+@pytest.mark.slow
+def test_a_preemption_signal_checkpoints_and_requeues_through_submitit(slurm_cluster, tmp_path):
+    def preempt(submission) -> None:
+        submission.jobs[0]._interrupt()  # USR2, as SLURM sends before a timeout or preemption
+
+    _requeue_mid_sweep(tmp_path, "preempt", preempt)
 
 
 @pytest.fixture(scope="module")

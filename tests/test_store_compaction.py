@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -265,3 +267,18 @@ def test_readers_racing_with_compaction_never_see_a_row_twice_or_miss_one(tmp_pa
     assert reads >= 8
     assert len(part_files(tmp_path, "evals")) == 1
     assert len(store.open(tmp_path).evals(all_attempts=True)) == 15 + 8 * 25 * 6
+
+
+def test_drop_corrupt_moves_temporary_files_of_long_dead_writers_only(tmp_path: Path) -> None:
+    many_small_files(tmp_path, trials=1)
+    directory = tmp_path / "evals" / "sweep_id=s1"
+    dead, live = directory / ".part-dead.parquet.tmp", directory / ".part-live.parquet.tmp"
+    dead.write_bytes(b"PAR1 half")
+    live.write_bytes(b"PAR1 half")
+    hours_ago = time.time() - 2 * store.STALE_TEMPORARY_SECONDS
+    os.utime(dead, (hours_ago, hours_ago))
+    store.compact(tmp_path)
+    assert dead.exists()
+    store.compact(tmp_path, drop_corrupt=True)
+    assert not dead.exists() and live.exists()
+    assert (tmp_path / "_quarantine" / dead.relative_to(tmp_path)).is_file()

@@ -1,0 +1,288 @@
+"""Packed seeds (``seeds_per_trial``): K seeds trained as one batched computation are the same
+K seeds trained alone, and are recorded as if they had been.
+
+Equality is to rounding (1e-10 in float64): batched and plain matmuls sum in different orders.
+Rank metrics (``auc``, ``auc_m``, ``group_auc_<g>``) are compared to 1e-5: rows whose logits
+are equal in exact arithmetic (they differ only in features that dead ReLU units read) get
+logits a rounding apart, so their order, and the AUC with it, may flip by a pair or two, about
+3e-7 each; any real difference is orders of magnitude larger.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctrain_dist import store
+from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
+from ctrain_dist.cli import main
+from ctrain_dist.data.load import load_data
+from ctrain_dist.packed import Pack, train_pack
+from ctrain_dist.spec import SpecError, load_spec, pack_trials
+from ctrain_dist.sweep import run_sweep
+from ctrain_dist.trainer import train
+
+QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
+STEPS = 100
+TIGHT = 1e-10
+RANK = 1e-5
+PACKABLE = sorted(name for name, cls in ALGORITHMS.items() if cls.batchable)
+SETTINGS = {
+    "sgd": {"momentum": 0.9},
+    "switching_subgradient": {"step_rule": "adaptive", "lr_constraint": 0.5},
+    "pbm": {"inner_steps": 20},
+}
+"""Settings that exercise more of a step in 100 steps (momentum, Polyak steps, dual updates)."""
+UNCOMPARED = {"attempt_id", "time_s", "train_time_s", "wall_time_s", "started_at", "ended_at"}
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.eval_rows: list[dict] = []
+        self.trial_rows: list[dict] = []
+
+    def evals(self, rows):
+        self.eval_rows.extend(rows)
+
+    def finish(self, trial_row):
+        self.trial_rows.append(trial_row)
+
+
+def _spec(algorithm: str, *overrides: str):
+    params = json.dumps(SETTINGS.get(algorithm, {}))
+    return load_spec(
+        QUICKSTART,
+        [
+            "seeds=[3, 5, 8, 13]",
+            f"algorithms=[{{name: {algorithm}, params: {params}}}]",
+            "constraints=[{kind: loss_gap, bound: 0.01}, {kind: positive_rate_gap, bound: 0.05}]",
+            f"training.budget.steps={STEPS}",
+            "training.eval_every=50",
+            f"training.checkpoint_every={STEPS}",
+            "training.dtype=float64",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="module", params=PACKABLE)
+def runs(request, tmp_path_factory):
+    """One algorithm's 4 seeds: trained alone (rows and final checkpoint) and packed."""
+    trials = _spec(request.param, "training.min_group_count=8").trials()
+    folder = tmp_path_factory.mktemp(request.param)
+    alone = []
+    for trial in trials:
+        sink, path = ListSink(), folder / f"{trial.trial_id}.pt"
+        train(trial, sink, checkpoint=path)
+        alone.append((sink, torch.load(path, weights_only=False)))
+    packed = ListSink()
+    train_pack(trials, packed)
+    pack = Pack(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
+    for _ in range(STEPS):
+        pack.algorithm.step(pack.estimate)
+    return trials, alone, packed, pack
+
+
+def _assert_seed_slice_close(alone, packed, seed: int, where: str) -> None:
+    """``packed`` holds ``alone`` for every seed: tensors gain a leading seed dimension."""
+    if isinstance(alone, torch.Tensor):
+        if packed.ndim == alone.ndim + 1:
+            packed = packed[seed]
+        torch.testing.assert_close(packed, alone, rtol=0, atol=TIGHT, msg=where)
+    elif isinstance(alone, dict):
+        assert alone.keys() == packed.keys(), where
+        for key in alone:
+            _assert_seed_slice_close(alone[key], packed[key], seed, f"{where}.{key}")
+    elif isinstance(alone, list | tuple):
+        assert len(alone) == len(packed), where
+        for i, (a, p) in enumerate(zip(alone, packed, strict=True)):
+            _assert_seed_slice_close(a, p, seed, f"{where}[{i}]")
+    else:
+        assert alone == packed, where
+
+
+def _assert_rows_close(alone: dict, packed: dict, where: str) -> None:
+    assert alone.keys() == packed.keys(), where
+    for key, value in alone.items():
+        other = packed[key]
+        if key in UNCOMPARED or key == "packed_with":
+            continue
+        if isinstance(value, float):
+            rank = key.removeprefix("final_").split("_", 1)[-1].startswith(("auc", "group_auc"))
+            tolerance = RANK if rank or key.startswith(("auc", "group_auc")) else TIGHT
+            assert (math.isnan(value) and math.isnan(other)) or abs(value - other) <= tolerance, (
+                f"{where}.{key}: {value!r} alone, {other!r} packed"
+            )
+        else:
+            assert value == other, f"{where}.{key}: {value!r} alone, {other!r} packed"
+
+
+def test_packed_seeds_end_with_the_parameters_of_the_seeds_trained_alone(runs):
+    trials, alone, _, pack = runs
+    for seed, (_, state) in enumerate(alone):
+        stacked = dict(zip(state["model"], pack.model.parameters(), strict=True))
+        _assert_seed_slice_close(state["model"], stacked, seed, trials[seed].trial_id)
+
+
+def test_packed_seeds_end_with_the_duals_and_algorithm_state_of_the_seeds_trained_alone(runs):
+    trials, alone, _, pack = runs
+    for seed, (_, state) in enumerate(alone):
+        packed_state = pack.algorithm.state_dict()
+        _assert_seed_slice_close(state["algorithm"], packed_state, seed, trials[seed].trial_id)
+
+
+def test_packed_seeds_write_the_rows_of_the_seeds_trained_alone(runs):
+    trials, alone, packed, _ = runs
+    for seed, (sink, _) in enumerate(alone):
+        trial_id = trials[seed].trial_id
+        mine = [row for row in packed.eval_rows if row["trial_id"] == trial_id]
+        assert len(mine) == len(sink.eval_rows)
+        for a, p in zip(sink.eval_rows, mine, strict=True):
+            _assert_rows_close(a, p, f"{trial_id} step {a['step']} {a['split']}")
+        (row,) = [row for row in packed.trial_rows if row["trial_id"] == trial_id]
+        _assert_rows_close(sink.trial_rows[0], row, trial_id)
+
+
+def test_each_packed_seed_has_its_own_attempt_and_names_its_pack(runs):
+    trials, alone, packed, _ = runs
+    pack = [trial.trial_id for trial in trials]
+    assert [json.loads(row["packed_with"]) for row in packed.trial_rows] == [pack] * len(pack)
+    assert len({row["attempt_id"] for row in packed.trial_rows}) == len(pack)
+    assert all(sink.trial_rows[0]["packed_with"] is None for sink, _ in alone)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_seed_that_diverges_ends_there_as_alone_while_the_rest_of_its_pack_trains_on():
+    params = "{lr: 20.0, momentum: 0.9}"  # seed 5 overflows float32 by step 10; seed 0 does not
+    spec = load_spec(
+        QUICKSTART,
+        [
+            "seeds=[0, 5]",
+            f"algorithms=[{{name: sgd, params: {params}}}]",
+            "training.budget.steps=20",
+            "training.eval_every=10",
+        ],
+    )
+    packed = ListSink()
+    train_pack(spec.trials(), packed)
+    for trial in spec.trials():
+        sink = ListSink()
+        train(trial, sink)
+        (row,) = [row for row in packed.trial_rows if row["trial_id"] == trial.trial_id]
+        assert (row["status"], row["steps"]) == (
+            sink.trial_rows[0]["status"],
+            sink.trial_rows[0]["steps"],
+        )
+        assert sum(r["trial_id"] == trial.trial_id for r in packed.eval_rows) == len(sink.eval_rows)
+    assert sorted(row["status"] for row in packed.trial_rows) == ["diverged", "finished"]
+
+
+def test_seeds_of_one_configuration_are_packed_up_to_seeds_per_trial():
+    spec = load_spec(
+        QUICKSTART,
+        ["seeds=5", "seeds_per_trial=2", "algorithms=[{name: alm, params: {lr: [0.01, 0.05]}}]"],
+    )
+    packs = spec.packs()
+    assert [len(pack) for pack in packs] == [2, 2, 1, 2, 2, 1]
+    for pack in packs:
+        assert len({trial.config_label for trial in pack}) == 1
+
+
+def test_an_algorithm_that_cannot_batch_seeds_trains_one_seed_per_trial():
+    spec = load_spec(
+        QUICKSTART, ["seeds=3", "seeds_per_trial=3", "algorithms=[{name: ghost}, {name: sgd}]"]
+    )
+    assert [[t.algorithm for t in pack] for pack in spec.packs()] == [
+        ["ghost"],
+        ["ghost"],
+        ["ghost"],
+        ["sgd", "sgd", "sgd"],
+    ]
+
+
+def test_a_weight_norm_constraint_trains_one_seed_per_trial():
+    spec = load_spec(
+        QUICKSTART,
+        ["seeds=2", "seeds_per_trial=2", "constraints=[{kind: weight_norm, bound: 5.0}]"],
+    )
+    assert {len(pack) for pack in spec.packs()} == {1}
+
+
+def test_resume_packs_only_the_seeds_still_to_run():
+    trials = load_spec(QUICKSTART, ["seeds=6", "algorithms=[{name: sgd}]"]).trials()
+    unfinished = [trials[1], trials[4], trials[5]]
+    assert pack_trials(unfinished, 4) == [unfinished]
+
+
+def test_ghost_refuses_packed_parameters():
+    stacked = torch.nn.Parameter(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="cannot train packed seeds"):
+        build_algorithm("ghost", [stacked], 1, {}, seeds=2)
+
+
+def test_packing_with_a_time_budget_is_refused_naming_seeds_per_trial():
+    with pytest.raises(SpecError, match=r"^seeds_per_trial: .*budget\.steps"):
+        load_spec(QUICKSTART, ["seeds_per_trial=4", "training.budget={seconds: 10}"])
+
+
+def test_packing_with_several_workers_per_trial_is_refused():
+    with pytest.raises(SpecError, match=r"^resources\.workers_per_trial: packed seeds"):
+        load_spec(QUICKSTART, ["seeds_per_trial=4", "resources.workers_per_trial=2"])
+
+
+def test_ctrain_train_with_seeds_records_every_seed_as_its_own_trial(tmp_path, capsys):
+    overrides = [
+        "algorithms=[{name: ssl_alm}, {name: ghost}]",
+        "seeds=3",
+        "training.budget.steps=4",
+        "training.eval_every=2",
+    ]
+    arguments = [item for override in overrides for item in ("--set", override)]
+    code = main(["train", str(QUICKSTART), *arguments, "--seeds", "3", "--store", str(tmp_path)])
+    assert code == 0
+    trials = store.open(tmp_path).trials("quickstart").set_index("trial_id")
+    assert set(trials.index) == {t.trial_id for t in load_spec(QUICKSTART, overrides).trials()}
+    assert (trials["status"] == "finished").all()
+    ssl_alm = trials[trials["algorithm"] == "ssl_alm"]
+    assert all(sorted(json.loads(ids)) == sorted(ssl_alm.index) for ids in ssl_alm["packed_with"])
+    assert trials.loc[trials["algorithm"] == "ghost", "packed_with"].isna().all()
+    assert "ghost(): ghost solves per-seed subproblems" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packed_seeds_train_on_cuda_as_on_the_cpu():
+    trials = _spec("ssl_alm").trials()
+    data = load_data(trials[0].data, trials[0].split)
+    states = []
+    for device in ("cpu", "cuda"):
+        pack = Pack(trials, data, torch.device(device))
+        for _ in range(STEPS):
+            pack.algorithm.step(pack.estimate)
+        states.append([p.detach().cpu() for p in pack.model.parameters()])
+    for cpu, cuda in zip(*states, strict=True):
+        torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_records_every_seed_and_its_resume_packs_only_the_new_seeds(tmp_path):
+    overrides = [
+        "name=packed",
+        "algorithms=[{name: ssl_alm}, {name: ghost}]",
+        "seeds_per_trial=3",
+        "training.budget.steps=4",
+        "training.eval_every=2",
+    ]
+    logged: list[str] = []
+    first = run_sweep(load_spec(QUICKSTART, [*overrides, "seeds=3"]), tmp_path, log=logged.append)
+    again = run_sweep(
+        load_spec(QUICKSTART, [*overrides, "seeds=5"]), tmp_path, resume=True, log=logged.append
+    )
+    assert first.statuses == {"finished": 6} and again.statuses == {"finished": 4}
+    assert again.skipped == 6
+    trials = store.open(tmp_path).trials("packed").set_index("seed")
+    packs = trials.loc[trials["algorithm"] == "ssl_alm", "packed_with"].map(json.loads)
+    assert [len(ids) for ids in packs.sort_index()] == [3, 3, 3, 2, 2]
+    assert trials.loc[trials["algorithm"] == "ghost", "packed_with"].isna().all()
+    assert sum("ghost(): ghost solves per-seed subproblems" in line for line in logged) == 2
