@@ -60,15 +60,6 @@ def _row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Te
     return torch.ones_like(logits) if weights is None else weights.to(logits.dtype)
 
 
-def _membership(
-    groups: torch.Tensor, num_groups: int, weights: torch.Tensor | None, dtype: torch.dtype
-) -> torch.Tensor:
-    """``[G, n]``: row r's weight in its group's row, 0 elsewhere (no gradient).
-
-    Per-group sums of per-row quantities ``[n, k]`` are then one matmul, no loop over groups.
-    """
-    member = functional.one_hot(groups, num_groups).T.to(dtype)
-    return member if weights is None else member * weights.to(dtype)
 
 
 class Constraint(ABC):
@@ -88,8 +79,14 @@ class Constraint(ABC):
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None = None,
+        losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Additive statistics of a (shard of a) minibatch, differentiable in ``logits``."""
+        """Additive statistics of a (shard of a) minibatch, differentiable in ``logits``.
+
+        ``losses``: the rows' BCE of ``logits``, when the caller has computed it already
+        (:class:`ConstrainedProblem` does, for the objective), so that a constraint on the
+        loss reuses it rather than adding a second BCE to the step's graph.
+        """
 
     @abstractmethod
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
@@ -126,39 +123,59 @@ class GroupGap(Constraint):
         )
         self.num_statistics = num_groups * self.channels * 2
         self.num_values = 2 * len(self.comparisons) * len(self.measures)
-        self._indices: dict[tuple[bool, torch.device], list[torch.Tensor]] = {}
+        self._constants: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._identity: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
-    def _layout(self, strict: bool, device: torch.device) -> list[torch.Tensor]:
-        """Index tensors that ``value`` gathers with, built once per (mode, device).
+    def _membership(
+        self, groups: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """``[G, n]``: row r's weight in its group's row, 0 elsewhere (no gradient).
 
-        ``[sums, counts]``: where each measure's per-group sums and counts sit in the flat
-        statistics (measure-major), and for ``pairs="all"`` also ``[first, second]``: the two
-        means of each value, so that value ``2k`` is ``first - second`` of comparison ``k``
-        and value ``2k + 1`` the reverse.
+        Rows of a cached identity matrix gathered by group id: per-group sums of per-row
+        quantities ``[n, k]`` are then one matmul, with no loop over groups.
         """
-        key = (strict, device)
-        if key not in self._indices:
+        key = (dtype, groups.device)
+        if key not in self._identity:
+            self._identity[key] = torch.eye(self.num_groups, dtype=dtype, device=groups.device)
+        member = self._identity[key].index_select(0, groups)
+        return (member if weights is None else member * weights.to(dtype)[:, None]).T
+
+    def _layout(
+        self, strict: bool, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Constants ``value`` reads with, built once per (mode, dtype, device).
+
+        ``sums`` and ``counts``: where each measure's per-group sums and counts sit in the
+        flat statistics (measure-major, ``[M·G]``). For ``pairs="all"`` also ``contrast``
+        ``[num_values, M·G]``: value ``2k`` is ``+1·mean_a − 1·mean_b`` of comparison ``k``,
+        value ``2k + 1`` the reverse, so all gaps are one matrix-vector product. It is exact:
+        each row has one +1 and one −1, every other product is an exact zero.
+        """
+        key = (strict, dtype, device)
+        if key not in self._constants:
             width = self.channels * 2
             sums = [
                 g * width + 2 * self._channel(m, strict)
                 for m in range(len(self.measures))
                 for g in range(self.num_groups)
             ]
-            layout = [sums, [i + 1 for i in sums]]
+            index = torch.tensor(sums, device=device)
+            contrast = None
             if self.pairs == "all":
-                ordered = [
-                    (m * self.num_groups + a, m * self.num_groups + b)
-                    for m in range(len(self.measures))
-                    for a, b in self.comparisons
-                    for a, b in ((a, b), (b, a))
-                ]
-                layout += [[a for a, _ in ordered], [b for _, b in ordered]]
-            self._indices[key] = [torch.tensor(i, device=device) for i in layout]
-        return self._indices[key]
+                contrast = torch.zeros(self.num_values, len(sums), dtype=dtype, device=device)
+                row = 0
+                for m in range(len(self.measures)):
+                    for a, b in self.comparisons:
+                        for first, second in ((a, b), (b, a)):
+                            contrast[row, m * self.num_groups + first] = 1.0
+                            contrast[row, m * self.num_groups + second] = -1.0
+                            row += 1
+            self._constants[key] = (index, index + 1, contrast)
+        return self._constants[key]
 
     @abstractmethod
     def _quantities(
-        self, logits: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-row quantities ``[n, channels]`` and eligibility ``[n, channels]`` (0/1).
 
@@ -176,16 +193,17 @@ class GroupGap(Constraint):
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None = None,
+        losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        values, eligible = self._quantities(logits, labels)
-        member = _membership(groups, self.num_groups, weights, logits.dtype)
+        values, eligible = self._quantities(logits, labels, losses)
+        member = self._membership(groups, weights, logits.dtype)
         if eligible is None:
             sums = member @ values
             counts = member.sum(dim=1, keepdim=True).expand_as(sums)
         else:
             sums = member @ (values * eligible)
             counts = member @ eligible
-        return torch.stack([sums, counts], dim=-1).reshape(-1)
+        return torch.stack([sums, counts], dim=-1).view(-1)
 
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
         """Vectorised over groups and measures: a handful of tensor operations whatever ``G``.
@@ -195,17 +213,21 @@ class GroupGap(Constraint):
         Counts are gathered from detached statistics: they never depend on the parameters
         (see ``_quantities``), so their branch needs no backward pass.
         """
-        layout = self._layout(strict, stats.device)
-        sums = stats.index_select(0, layout[0])
-        counts = stats.detach().index_select(0, layout[1])
+        sums_at, counts_at, contrast = self._layout(strict, stats.dtype, stats.device)
+        sums = stats.index_select(0, sums_at)
+        counts = stats.detach().index_select(0, counts_at)
         means = _mean(sums, counts)
-        if self.pairs == "all":
-            return means.index_select(0, layout[2]) - means.index_select(0, layout[3]) - self.bound
-        sums, counts, means = (t.view(len(self.measures), self.num_groups) for t in (sums, counts, means))
+        if contrast is not None:
+            return torch.mv(contrast, means) - self.bound
+        shape = (len(self.measures), self.num_groups)
+        sums, counts, means = sums.view(shape), counts.view(shape), means.view(shape)
         total, rows = sums.sum(dim=1, keepdim=True), counts.sum(dim=1, keepdim=True)
-        others = _mean(total - sums, rows - counts) if self.pairs == "vs_rest" else _mean(total, rows)
+        if self.pairs == "vs_rest":
+            others = _mean(total - sums, rows - counts)
+        else:
+            others = _mean(total, rows)
         gaps = means - others
-        return torch.stack([gaps, -gaps], dim=2).reshape(-1) - self.bound
+        return torch.stack([gaps, -gaps], dim=2).view(-1) - self.bound
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         names = []
@@ -233,8 +255,11 @@ class LossGap(GroupGap):
     channels = 1
     measures = ("loss",)
 
-    def _quantities(self, logits, labels):
-        losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    def _quantities(self, logits, labels, losses):
+        if losses is None:
+            losses = functional.binary_cross_entropy_with_logits(
+                logits, labels, reduction="none"
+            )
         return losses[:, None], None
 
     def _channel(self, measure: int, strict: bool) -> int:
@@ -254,7 +279,7 @@ class PositiveRateGap(GroupGap):
     channels = 2
     measures = ("positive_rate",)
 
-    def _quantities(self, logits, labels):
+    def _quantities(self, logits, labels, losses):
         values = torch.stack([torch.sigmoid(logits), (logits > 0).to(logits.dtype)], dim=1)
         return values, None
 
@@ -276,7 +301,7 @@ class EqualizedOdds(GroupGap):
     channels = 4
     measures = ("tpr", "fpr")
 
-    def _quantities(self, logits, labels):
+    def _quantities(self, logits, labels, losses):
         soft, hard = torch.sigmoid(logits), (logits > 0).to(logits.dtype)
         positive = (labels > 0.5).to(logits.dtype)
         negative = 1 - positive
@@ -310,7 +335,7 @@ class WeightNorm(Constraint):
         self.num_values = len(self.weights)
         self.num_statistics = self.num_values + 1
 
-    def statistics(self, logits, labels, groups, weights=None):
+    def statistics(self, logits, labels, groups, weights=None, losses=None):
         rows = _row_weights(logits, weights).sum()
         squares = torch.stack([(w.to(logits.dtype) ** 2).sum() for w in self.weights])
         return torch.cat([rows[None], squares * rows])
@@ -339,7 +364,7 @@ class ConstrainedProblem:
     def __init__(self, constraints: Sequence[Constraint]) -> None:
         self.constraints = list(constraints)
         self.num_constraints = sum(c.num_values for c in self.constraints)
-        self._sizes = [2] + [c.num_statistics for c in self.constraints]
+        self._offsets = list(itertools.accumulate([2] + [c.num_statistics for c in constraints]))
 
     def statistics(
         self,
@@ -349,31 +374,63 @@ class ConstrainedProblem:
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        if weights is None:
-            objective = torch.stack([losses.sum(), losses.new_full((), losses.numel())])
-        else:
-            w = weights.to(logits.dtype)
-            objective = torch.stack([(w * losses).sum(), w.sum()])
-        parts = [objective] + [
-            c.statistics(logits, labels, groups, weights) for c in self.constraints
+        parts = [torch.stack(self._objective(losses, weights))] + [
+            c.statistics(logits, labels, groups, weights, losses) for c in self.constraints
         ]
         return torch.cat(parts)
+
+    @staticmethod
+    def _objective(
+        losses: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Σ w ℓ`` and ``Σ w``."""
+        if weights is None:
+            return losses.sum(), losses.new_full((), losses.numel())
+        w = weights.to(losses.dtype)
+        return (w * losses).sum(), w.sum()
+
+    def loss_and_values(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate(statistics(...))`` for one process, where nothing is all-reduced.
+
+        The same numbers, computed without the flat vector: each value reads its own
+        statistics, so the loss's gradient no longer flows back through every constraint's
+        statistics (and theirs not through the objective's). On a small MLP the backward
+        pass is mostly per-node overhead, so that is a tenth of a step saved.
+        """
+        losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        total, count = self._objective(losses, weights)
+        values = [
+            c.value(c.statistics(logits, labels, groups, weights, losses))
+            for c in self.constraints
+        ]
+        return _mean(total, count.detach()), self._stack(values, losses)
+
+    @staticmethod
+    def _stack(values: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        if len(values) == 1:
+            return values[0]
+        return torch.cat(values) if values else like.new_zeros(0)
 
     def evaluate(
         self, stats: torch.Tensor, strict: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and the stacked constraint values (``[num_constraints]``) from statistics.
 
-        One split of the vector, so the backward pass has one node for it rather than one per
-        slice; the row count ``Σ w`` is detached, as it never depends on the parameters.
+        The row count ``Σ w`` is detached: it never depends on the parameters, so its branch
+        needs no backward pass.
         """
-        objective, *pieces = stats.split(self._sizes)
-        total, count = objective.unbind()
-        loss = _mean(total, count.detach())
-        values = [c.value(piece, strict) for c, piece in zip(self.constraints, pieces, strict=True)]
-        if len(values) == 1:
-            return loss, values[0]
-        return loss, torch.cat(values) if values else stats.new_zeros(0)
+        loss = _mean(stats[0], stats.detach()[1])
+        values = [
+            c.value(stats[start:end], strict)
+            for c, start, end in zip(self.constraints, self._offsets, self._offsets[1:])
+        ]
+        return loss, self._stack(values, stats)
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         return [name for c in self.constraints for name in c.names(group_names)]

@@ -9,7 +9,7 @@ Two modes, chosen by the cluster profile (:mod:`ctrain_dist.slurm_profile`):
   network could otherwise run code as the user. Task 0 then runs :func:`~ctrain_dist.sweep.
   run_sweep` against that cluster with ``resume=True``.
 * **array**: the pending trials packed ``array.trials_per_task`` per task into a job array;
-  each task trains its trials in-process and writes the store directly.
+  each task trains its trials in-process and writes the store directly (``StoreSink``).
 
 Preemption-proof by construction: **the store is the source of truth.** Both job callables
 are :class:`submitit.helpers.Checkpointable`, so on a timeout SLURM's USR2 makes submitit
@@ -52,6 +52,7 @@ from . import store as store_module
 from .slurm_profile import ClusterProfile
 from .spec import SpecError, SweepSpec, TrialSpec
 from .store import StoreWriter
+from .store_sink import StoreSink
 from .sweep import plan
 from .trainer import error_row, train
 
@@ -284,11 +285,14 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-def _kill_if_same(pid: int, started: str) -> None:
+def _kill_if_same(pid: int, started: str) -> bool:
+    """SIGKILL ``pid`` if it is still the process that started at ``started``."""
     table = _process_table()
     if pid in table and table[pid][1] == started:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+            return True
+    return False
 
 
 def _ignore_preemption_signal() -> None:
@@ -332,6 +336,12 @@ class RayProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def record(self, path: Path, hostname: str) -> None:
+        """Write this node's processes (pid, start time) for a later run to clean up."""
+        processes = [(self.process.pid, _process_table()[self.process.pid][1])]
+        processes += _descendants(self.process.pid)
+        _write_atomically(path, json.dumps({"host": hostname, "processes": processes}))
+
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM ``ray start`` (which stops its daemons), then SIGKILL any survivor by PID."""
         started = _descendants(self.process.pid)
@@ -344,6 +354,24 @@ class RayProcess:
         self.process.wait()
         for pid, start_time in started:
             _kill_if_same(pid, start_time)
+
+
+def stop_leftovers(job_dir: Path, rank: int, hostname: str) -> int:
+    """Kill the Ray processes an earlier run of this job left on this host; returns how many.
+
+    A requeue kills the task, but a Ray daemon in its own session can outlive it by seconds
+    (longer where SLURM tracks processes by parentage, not cgroups) and would hold the ports
+    this run needs. Processes are matched by pid and start time, so nothing else is touched.
+    """
+    killed = 0
+    for record in job_dir.glob(f"attempt-*/ray-task{rank}.pids"):
+        content = json.loads(record.read_text())
+        if content["host"] != hostname:
+            continue
+        for pid, start_time in content["processes"]:
+            killed += _kill_if_same(pid, start_time)
+        record.unlink()
+    return killed
 
 
 def ray_start_command(
@@ -424,14 +452,17 @@ class AllocationSweep(Checkpointable):
         os.environ.update(env)
         import ray
 
+        leftovers = stop_leftovers(attempt.parent, context.rank, context.hostname)
+        if leftovers:
+            log(f"killed {leftovers} Ray processes an earlier run left on this host")
         node_ip = ray.util.get_node_ip_address()
         log(
             f"task {context.rank}/{context.num_tasks} on {context.hostname} ({node_ip}), "
             f"run {context.restart} of job {context.job_id}"
         )
         if context.rank == 0:
-            return self._head(attempt, node, temp_dir, node_ip, env, log)
-        self._worker(attempt, node, temp_dir, node_ip, env, log)
+            return self._head(attempt, node, temp_dir, node_ip, context.hostname, env, log)
+        self._worker(attempt, node, temp_dir, node_ip, context.hostname, env, log)
         return None
 
     def _head(
@@ -440,6 +471,7 @@ class AllocationSweep(Checkpointable):
         node: RayNode,
         temp_dir: Path,
         node_ip: str,
+        hostname: str,
         env: dict[str, str],
         log: _TaskLog,
     ) -> dict[str, Any]:
@@ -449,6 +481,7 @@ class AllocationSweep(Checkpointable):
         ray_node = RayProcess(command, attempt / "ray-task0.log", env)
         try:
             ray_node.wait_started(self.profile.join_timeout_s)
+            ray_node.record(attempt / "ray-task0.pids", hostname)
             address = f"{node_ip}:{self.profile.ports.gcs}"
             _write_atomically(attempt / "head-address", address)
             log(f"Ray head up at {address} (pid {ray_node.process.pid}, temp dir {temp_dir})")
@@ -474,6 +507,7 @@ class AllocationSweep(Checkpointable):
         node: RayNode,
         temp_dir: Path,
         node_ip: str,
+        hostname: str,
         env: dict[str, str],
         log: _TaskLog,
     ) -> None:
@@ -491,6 +525,7 @@ class AllocationSweep(Checkpointable):
         ray_node = RayProcess(command, attempt / f"ray-task{node.rank}.log", env)
         try:
             ray_node.wait_started(self.profile.join_timeout_s)
+            ray_node.record(attempt / f"ray-task{node.rank}.pids", hostname)
             (attempt / f"joined-{node.rank}").touch()
             log(f"Ray worker joined {address} (pid {ray_node.process.pid}, temp dir {temp_dir})")
             while not done.exists() and ray_node.alive():
@@ -506,27 +541,6 @@ class AllocationSweep(Checkpointable):
 # --- array mode ----------------------------------------------------------------------------
 
 
-class DirectSink:
-    """The trainer's sink in an array task: rows go straight to the store.
-
-    Evaluation rows are buffered and written with the trial's row, evals first, so a trial
-    the store shows finished always has its evaluation rows (one file per flush, not per
-    evaluation point).
-    """
-
-    def __init__(self, writer: StoreWriter) -> None:
-        self.writer = writer
-        self.buffer: list[dict[str, Any]] = []
-
-    def evals(self, rows: list[dict[str, Any]]) -> None:
-        self.buffer.extend(rows)
-
-    def finish(self, trial_row: dict[str, Any]) -> None:
-        self.writer.write_evals(self.buffer)
-        self.buffer = []
-        self.writer.write_trials([trial_row])
-
-
 class ArrayTrials(Checkpointable):
     """The callable of one array task: train its trials in turn, skipping finished ones."""
 
@@ -539,7 +553,6 @@ class ArrayTrials(Checkpointable):
 
         statuses: dict[str, int] = {}
         sweep_id = trials[0].sweep_id
-        writer = StoreWriter(self.store_root, sweep_id)
         finished = store_module.open(self.store_root).finished_trial_ids(sweep_id)
         data_cache: dict[str, Any] = {}
         for trial in trials:
@@ -551,10 +564,11 @@ class ArrayTrials(Checkpointable):
                 try:
                     if key not in data_cache:
                         data_cache[key] = load_data(trial.data, trial.split)
-                    status = train(trial, DirectSink(writer), data=data_cache[key])["status"]
+                    with StoreSink(self.store_root, sweep_id) as sink:
+                        status = train(trial, sink, data=data_cache[key])["status"]
                     break
                 except Exception as error:
-                    writer.write_trials([error_row(trial, error)])
+                    StoreWriter(self.store_root, sweep_id).write_trials([error_row(trial, error)])
                     status = "error"
                     print(f"{trial.trial_id}: attempt {attempt + 1} failed: {error}", flush=True)
             statuses[status] = statuses.get(status, 0) + 1

@@ -326,6 +326,11 @@ class ResourcesSpec(_Strict):
         1, gt=0, description="data-parallel workers per trial (Ray Train, exact statistics)"
     )
     max_concurrent_trials: int | None = Field(None, gt=0)
+    reuse_actors: bool = Field(
+        True,
+        description="run a worker's next trial in the same Ray actor (no process start, data "
+        "already loaded); single-worker trials only",
+    )
 
 
 class SweepSpec(_Strict):

@@ -93,14 +93,16 @@ class _Run:
 
     def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The oracle algorithms call: a fresh minibatch's mean loss and constraint values."""
-        rows = local_slice(self.sampler.next(), self.workers)
+        rows = self.sampler.next()
         weights = design_weights(self.sampler)
-        if weights is not None:
-            weights = local_slice(weights, self.workers)
+        if self.workers.distributed:
+            rows = local_slice(rows, self.workers)
+            weights = None if weights is None else local_slice(weights, self.workers)
         logits = self.forward(self.data.features[rows]).squeeze(-1)
-        stats = self.problem.statistics(
-            logits, self.data.labels[rows], self.data.groups[rows], weights
-        )
+        labels, groups = self.data.labels[rows], self.data.groups[rows]
+        if not self.workers.distributed:
+            return self.problem.loss_and_values(logits, labels, groups, weights)
+        stats = self.problem.statistics(logits, labels, groups, weights)
         return self.problem.evaluate(exact_statistics(stats, self.workers))
 
     def budget_spent(self, segment_seconds: float) -> bool:

@@ -147,15 +147,21 @@ class Algorithm(ABC):
         """
         for p in self.params:
             p.grad = None
-        target.sum().backward()
+        (target if self.seeds is None else target.sum()).backward()
 
     def _descend(self, step_size: float | torch.Tensor) -> None:
         """``x ← x − step_size · grad`` for every parameter; a tensor step (0-dim, or one per
         seed) stays on the device."""
+        params = [p for p in self.params if p.grad is not None]
         with torch.no_grad():
-            for p in self.params:
-                if p.grad is not None:
-                    p.sub_(self._per_seed(step_size, p) * p.grad)
+            if isinstance(step_size, torch.Tensor) and step_size.ndim:
+                for p in params:  # one step per packed seed; in place, no K-model temporary
+                    p.addcmul_(self._per_seed(step_size, p), p.grad, value=-1)
+            else:
+                # Multi-tensor kernels: two operations for all parameters rather than two per
+                # parameter (the same arithmetic, so the same result bit for bit).
+                products = torch._foreach_mul([p.grad for p in params], step_size)
+                torch._foreach_sub_(params, products)
 
 
 def max_violation(c: torch.Tensor) -> torch.Tensor:

@@ -86,9 +86,11 @@ class SSLALM(Algorithm):
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
         with torch.no_grad():
             for p, centre in zip(self.params, self.centres, strict=True):
-                direction = p.grad + hp.mu * (p - centre)
-                p.sub_(hp.lr * direction)
-                centre.add_(p - centre, alpha=hp.beta)
+                # In place, one temporary: with packed seeds each tensor is K models' worth of
+                # memory, and this loop's traffic would rival the step's matmuls.
+                direction = p.grad.add_(p - centre, alpha=hp.mu)
+                p.sub_(direction, alpha=hp.lr)
+                centre.lerp_(p, hp.beta)
         self.iteration += 1
         return info(loss, c, max_multiplier=largest(self.duals))
 

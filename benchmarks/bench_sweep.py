@@ -1,0 +1,241 @@
+"""Sweep efficiency: many short trials on this machine's cores, against the ideal.
+
+The study: the embedded Adult data, a loss-gap constraint, four algorithms (sgd, adam,
+ssl_alm, switching_subgradient) × 25 seeds = 100 trials of ``training.budget.seconds: 2``,
+one CPU each, through ``sweep.run_sweep`` exactly as ``ctrain sweep`` runs it (a local Ray,
+Tune, the store callback writing Parquet).
+
+Figures per run, from the wall clock and the store's ``trials`` rows:
+
+- ``efficiency`` = ideal / wall, the ideal being the trials' compute (each trial's span inside
+  the trainer, ``wall_time_s``: data load, training, evaluation) divided by the cores;
+- ``overhead_per_trial_s`` = (wall × cores − compute) / trials: core time per trial spent
+  outside any trainer (Ray start, actor start and imports, scheduling, the driver);
+- what that overhead is made of, measured: Ray start (``ray.init``), time to the first trial,
+  time after the last trial (shutdown), the driver's own CPU time, store writes (the writer's
+  methods timed), data load and evaluation inside the trials (span minus training time).
+
+Runs: actors reused (the default), actors not reused (``resources.reuse_actors: false``: a
+fresh process per trial), and seeds packed (``seeds_per_trial``: 25 seeds of a configuration
+as one batched computation; packs need a step budget, so each seed trains the median number
+of steps the 2-second trials reached, and its figure is the throughput in seed-steps per
+second against the reused-actor run).
+
+``python -m benchmarks.bench_sweep [--quick]`` prints the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import Section
+from ctrain_dist import store
+from ctrain_dist.spec import SweepSpec, parse_spec
+from ctrain_dist.sweep import run_sweep
+
+ALGORITHMS = ("sgd", "adam", "ssl_alm", "switching_subgradient")
+COMMAND = ".venv/bin/python benchmarks/run.py --only sweep"
+
+
+def study(
+    seeds: int,
+    seconds: float | None,
+    steps: int | None = None,
+    reuse_actors: bool = True,
+    seeds_per_trial: int = 1,
+) -> SweepSpec:
+    """The benchmark study: ``len(ALGORITHMS) × seeds`` trials, one CPU each."""
+    budget = {"seconds": seconds} if steps is None else {"steps": steps}
+    return parse_spec(
+        {
+            "name": f"bench-sweep-{uuid.uuid4().hex[:8]}",
+            "data": {"dataset": "adult", "sensitive": "sex"},
+            "constraints": [{"kind": "loss_gap", "bound": 0.05}],
+            "training": {"budget": budget, "eval_every": 1000, "device": "cpu"},
+            "algorithms": [{"name": name} for name in ALGORITHMS],
+            "seeds": seeds,
+            "seeds_per_trial": seeds_per_trial,
+            "resources": {"cpus_per_trial": 1, "reuse_actors": reuse_actors},
+        }
+    )
+
+
+@contextlib.contextmanager
+def timed_store_writes() -> Iterator[dict[str, float]]:
+    """Accumulate the seconds the store writer spends in its write methods (real writes)."""
+    spent = {"seconds": 0.0, "calls": 0}
+    originals = {name: getattr(store.StoreWriter, name) for name in ("write_evals", "write_trials")}
+
+    def timed(method):
+        def wrapper(self, rows):
+            started = time.perf_counter()
+            try:
+                return method(self, rows)
+            finally:
+                spent["seconds"] += time.perf_counter() - started
+                spent["calls"] += 1
+
+        return wrapper
+
+    for name, method in originals.items():
+        setattr(store.StoreWriter, name, timed(method))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(store.StoreWriter, name, method)
+
+
+def _compute(trials) -> float:
+    """Core-seconds inside trainers: each trial's span; a pack's span once for its seeds."""
+    packed = trials["packed_with"].notna() if "packed_with" in trials else None
+    if packed is None or not packed.any():
+        return float(trials["wall_time_s"].sum())
+    spans = trials.groupby(trials["packed_with"].fillna(trials["trial_id"]))["wall_time_s"]
+    return float(spans.max().sum())
+
+
+def run_study(spec: SweepSpec, cores: int) -> dict[str, Any]:
+    """Run ``spec`` into a fresh store and measure where the wall time went."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    root = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    try:
+        cpu_started, started = time.process_time(), time.perf_counter()
+        ray.init(
+            num_cpus=cores,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        ray_start = time.perf_counter() - started
+        with timed_store_writes() as writes:
+            outcome = run_sweep(spec, root, log=lambda _: None)
+        wall = time.perf_counter() - started
+        driver_cpu = time.process_time() - cpu_started
+        trials = store.open(root).trials(spec.name)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    finished = trials[trials["status"] == "finished"]
+    compute = _compute(trials)
+    count = len(trials)
+    began = trials["started_at"].min().timestamp()
+    ended = trials["ended_at"].max().timestamp()
+    end_clock = time.time()
+    start_clock = end_clock - wall
+    inside = trials["wall_time_s"] - trials["train_time_s"]
+    return {
+        "trials": count,
+        "finished": len(finished),
+        "statuses": outcome.statuses,
+        "wall_s": wall,
+        "compute_s": compute,
+        "train_s": float(trials["train_time_s"].sum()),
+        "ideal_s": compute / cores,
+        "efficiency": compute / cores / wall,
+        "training_efficiency": float(trials["train_time_s"].sum()) / cores / wall,
+        "overhead_per_trial_s": (wall * cores - compute) / count,
+        "ray_start_s": ray_start,
+        "first_trial_after_s": began - start_clock,
+        "after_last_trial_s": end_clock - ended,
+        "driver_cpu_s": driver_cpu,
+        "store_write_s": writes["seconds"],
+        "store_writes": writes["calls"],
+        "in_trial_not_training_s": float(inside.sum()),
+        "in_trial_not_training_per_trial_s": float(inside.mean()),
+        "steps_median": float(statistics.median(trials["steps"])),
+        "seed_steps": float(trials["steps"].sum()),
+    }
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    seeds, seconds = (1, 0.5) if quick else (25, 2.0)
+    runs: dict[str, Any] = {"cores": cores, "seconds": seconds}
+    runs["reuse"] = run_study(study(seeds, seconds), cores)
+    if quick:
+        return runs
+    runs["no_reuse"] = run_study(study(seeds, seconds, reuse_actors=False), cores)
+    steps = int(runs["reuse"]["steps_median"])
+    runs["packed"] = run_study(study(seeds, None, steps=steps, seeds_per_trial=25), cores)
+    for name in ("no_reuse", "packed"):
+        runs[name]["throughput_vs_reuse"] = (runs[name]["seed_steps"] / runs[name]["wall_s"]) / (
+            runs["reuse"]["seed_steps"] / runs["reuse"]["wall_s"]
+        )
+    return runs
+
+
+_LABELS = {
+    "reuse": "actors reused (default)",
+    "no_reuse": "actors not reused",
+    "packed": "25 seeds packed per trial",
+}
+
+
+def render(figures: dict[str, Any]) -> str:
+    runs = {k: v for k, v in figures.items() if k in _LABELS}
+    first = next(iter(runs.values()))
+    lines = [
+        f"{first['trials']} trials of {figures['seconds']:g} s of training each "
+        f"({', '.join(ALGORITHMS)}) on {figures['cores']} cores, one CPU per trial. "
+        "Efficiency = (Σ trial span ÷ cores) ÷ wall; the span is the trainer's whole trial "
+        "(data load, training, evaluation).",
+        "",
+        "| run | trials | wall (s) | ideal (s) | efficiency | training-only efficiency "
+        "| overhead per trial (core-s) | throughput × reused run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        throughput = run.get("throughput_vs_reuse")
+        lines.append(
+            f"| {_LABELS[name]} | {run['trials']} | {run['wall_s']:.1f} | {run['ideal_s']:.1f} "
+            f"| {run['efficiency']:.2f} | {run['training_efficiency']:.2f} "
+            f"| {run['overhead_per_trial_s']:.2f} "
+            f"| {f'{throughput:.2f}' if throughput else '1.00'} |"
+        )
+    lines += [
+        "",
+        "What the overhead is made of (seconds):",
+        "",
+        "| run | Ray start | to first trial | after last trial | driver CPU | store writes "
+        "| in trials, not training (total / per trial) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        lines.append(
+            f"| {_LABELS[name]} | {run['ray_start_s']:.1f} | {run['first_trial_after_s']:.1f} "
+            f"| {run['after_last_trial_s']:.1f} | {run['driver_cpu_s']:.1f} "
+            f"| {run['store_write_s']:.2f} ({run['store_writes']} writes) "
+            f"| {run['in_trial_not_training_s']:.1f} / "
+            f"{run['in_trial_not_training_per_trial_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(quick: bool) -> Section:
+    figures = measure(quick)
+    return Section("Sweep efficiency", COMMAND, render(figures), figures)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.quick), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
