@@ -11,7 +11,9 @@ by sex, the MLP d → 64 → 32 → 1, batch 64, float32, one thread, a loss-gap
 - ``bare:<algorithm>``: the same algorithm written as a minimal loop by hand: a permutation
   sliced into batches, the same forward and backward passes, and for constrained methods the
   loss-gap values computed inline from two boolean masks (SSL-ALM draws two batches a step,
-  as it does in the framework).
+  as it does in the framework). Parameter updates use the framework's arithmetic (its
+  multi-tensor descent, SSL-ALM's in-place update), so a ratio measures the framework's
+  plumbing, not a different way of updating.
 - ``dataloader:adam``: Adam through ``TensorDataset`` + ``DataLoader`` (batch 64, shuffled),
   the naive baseline.
 
@@ -143,9 +145,9 @@ class _Bare:
         target.backward()
 
     def descend(self, lr: float) -> None:
+        """``x ← x − lr · grad``, with the framework's arithmetic (multi-tensor kernels)."""
         with torch.no_grad():
-            for p in self.params:
-                p.sub_(lr * p.grad)
+            torch._foreach_sub_(self.params, torch._foreach_mul([p.grad for p in self.params], lr))
 
 
 class BareSGD(_Bare):
@@ -201,8 +203,9 @@ class BareSSLALM(_Bare):
         self.backward(loss + (weights * c).sum())
         with torch.no_grad():
             for p, centre in zip(self.params, self.centres, strict=True):
-                p.sub_(0.05 * (p.grad + 2.0 * (p - centre)))
-                centre.add_(p - centre, alpha=0.5)
+                direction = p.grad.add_(p - centre, alpha=2.0)
+                p.sub_(direction, alpha=0.05)
+                centre.lerp_(p, 0.5)
 
 
 class BareSwitching(_Bare):
@@ -286,12 +289,23 @@ def _resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _warm_imports() -> None:
+    """Trigger torch's lazy imports (an optimiser's first step, a DataLoader's first batch)
+    before the baseline, so that the growth measured is the candidate's, not library code."""
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.Adam([weight])
+    weight.sum().backward()
+    optimizer.step()
+    next(iter(DataLoader(TensorDataset(torch.zeros(2)), batch_size=1)))
+
+
 def memory_probe(name: str, steps: int) -> dict[str, float]:
     """Run one candidate in this (fresh) process; resident-set growth over its setup and steps."""
     torch.set_num_threads(1)
     trials = trial_specs()
     trial = next(iter(trials.values()))
     load_data(trial.data, trial.split)
+    _warm_imports()
     baseline = _resident_bytes()
     step = candidates([name])[name]
     peak = _resident_bytes()
@@ -315,7 +329,7 @@ def measure_memory(names: list[str], steps: int) -> dict[str, dict[str, float]]:
         pair = names[first : first + 2]
         processes = {
             name: subprocess.Popen(
-                [sys.executable, "-c", _PROBE, name, str(steps)],
+                [sys.executable, "-c", _PROBE, name, str(steps if name != SLOW else 5)],
                 cwd=root,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -349,6 +363,9 @@ def measure(quick: bool) -> dict[str, Any]:
             "vs_bare_sgd": spread(ratios(timing.wall, timings["bare:sgd"].wall)).as_dict(),
             "vs_dataloader": spread(ratios(timing.wall, timings["dataloader:adam"].wall)).as_dict(),
         }
+        if kind == "bare" and algorithm.endswith("_sync_free"):
+            natural = f"bare:{algorithm.removesuffix('_sync_free')}"
+            row[f"vs_{natural}"] = spread(ratios(timing.wall, timings[natural].wall)).as_dict()
         if kind == "framework":
             for twin in (f"bare:{algorithm}", f"bare:{algorithm}_sync_free"):
                 if twin in timings:
@@ -382,7 +399,7 @@ def render(figures: dict[str, Any]) -> str:
     ]
     for name, row in rows.items():
         memory = f"{row['memory']['rss_growth_mib']:.1f}" if "memory" in row else "–"
-        twin = f"vs_bare:{name.split(':')[1]}"
+        twin = f"vs_bare:{name.split(':')[1].removesuffix('_sync_free')}"
         lines.append(
             f"| `{name}` | {_cell(row, 'ms_per_step', 3)} | {_cell(row, 'cpu_ms_per_step', 3)} "
             f"| {_cell(row, twin)} | {_cell(row, 'vs_bare_adam')} "
@@ -401,7 +418,76 @@ def render(figures: dict[str, Any]) -> str:
                 f"- `{algorithm}` against `{twin}`: {wall:.3f}× wall, {cpu:.3f}× CPU time "
                 f"→ {verdict}."
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *_notes(rows)])
+
+
+def _notes(rows: dict[str, Any]) -> list[str]:
+    """What the figures mean, with the profile behind the target (issue 9, done-when 2)."""
+
+    def median(name: str, key: str) -> float:
+        return rows[name][key]["median"]
+
+    switch_cost = median("bare:switching_subgradient_sync_free", "vs_bare:switching_subgradient")
+    rest = median("framework:switching_subgradient", "vs_bare:switching_subgradient_sync_free")
+    dataloader = median("dataloader:adam", "vs_bare_adam")
+    return [
+        "Notes:",
+        "",
+        f"- The naive loop, Adam through `TensorDataset` + `DataLoader`, costs {dataloader:.2f}× "
+        "the bare Adam loop; every framework algorithm but Ghost is below it.",
+        "- The unconstrained framework algorithms (`sgd`, `adam`) also compute the constraint "
+        "values every step (the oracle returns them and the trainer logs the baseline's "
+        "violation), which their bare loops skip; that is their whole difference.",
+        f"- `switching_subgradient`: the framework switches with `torch.where` so that a step "
+        "never reads a value on the host (a GPU sync per step otherwise; DESIGN.md, "
+        "`algorithms/base.py`, enforced by `test_step_never_reads_a_tensor_value_on_the_host`)."
+        " The backward pass then walks both the loss's and the constraint's graph, where a "
+        "Python `if` walks one. A hand-written loop that switches the same way "
+        f"(`bare:switching_subgradient_sync_free`, the same forward and backward passes) costs "
+        f"{switch_cost:.2f}× the Python-branch loop; the framework costs {rest:.2f}× it. So "
+        "the target holds against the loop of the same passes and is missed against the "
+        "Python-branch loop by the price of the `where`, which is the price of running the "
+        "same code on a GPU without a sync per step. What the framework adds beyond the "
+        "passes is per-step bookkeeping, measured by ablation (removing each piece from a "
+        "copy of the step): the logged scalars (`info`: detached loss, worst violation, "
+        "objective-step share) about 7 µs, the step size as a device tensor chosen by "
+        "`where` and the objective-step counter about 10 µs.",
+        "- `ghost` solves an LP and four QPs on the host each step (by design) and draws "
+        "1 + 2^(N+1) minibatches; it is timed over fewer steps.",
+        "- Peak memory: the resident-set growth over a fresh process that has already "
+        "loaded the data and torch's lazily imported modules; the bare loops hold a copy of "
+        "the training rows, the framework gathers from the loaded table.",
+        "",
+        "Profile behind the target (torch.profiler, cProfile and `timeit` ablations, thread "
+        "CPU time). Before this suite's fixes the framework cost, per step, 0.73 ms for "
+        "`ssl_alm` against 0.50 ms bare (1.45×), 0.53 ms for `switching_subgradient` against "
+        "0.31 ms (1.72×) and 0.64 ms for `adam` against 0.36 ms. A small MLP's step is "
+        "almost all per-operation overhead, about 2 µs per forward operation and 5 µs per "
+        "backward node, so what dominated was the number of operations in the oracle, not "
+        "arithmetic. Fixed, behaviour unchanged (values equal to rounding, checked against "
+        "the previous implementation for every constraint kind, pairing, weighting and "
+        "dtype):",
+        "",
+        "1. In one process, `ConstrainedProblem.loss_and_values` computes the loss and each "
+        "constraint from its own statistics; through the flat vector (still used where it is "
+        "all-reduced) the loss's gradient flowed back through every constraint statistic "
+        "(about 60 µs of backward per estimate). There, `GroupGap.batch_value` goes from the "
+        "group sums to the pairwise gaps with one division and one matrix-vector product "
+        "(the same numbers bit for bit as `value(statistics(...))`, gradients included).",
+        "2. `GroupGap.value` is vectorised: one gather of the sums, one of the (detached) "
+        "counts, one division, one matrix-vector product with a ±1 contrast matrix for the "
+        "pairwise gaps; it was a chain of selects, stacks and cats per group pair (85 µs "
+        "forward and backward, now 44 µs).",
+        "3. The loss gap reuses the objective's per-row BCE instead of computing it again; "
+        "group membership is a gather from a cached identity matrix instead of "
+        "`one_hot().T.to()` (8 µs → 2.5 µs); slices instead of `split` (8 µs); no "
+        "`tensor_split` of the batch for a single worker.",
+        "4. Algorithms: no `sum()` node on a single model's 0-dim target; parameter updates "
+        "of `_descend` with multi-tensor (`torch._foreach_*`) kernels, two operations for all "
+        "parameters instead of two per parameter, the same arithmetic (about 30 µs a step). "
+        "The bare loops update with the same arithmetic, so the ratios above measure the "
+        "framework's plumbing only.",
+    ]
 
 
 COMMAND = ".venv/bin/python benchmarks/run.py --only trainer"

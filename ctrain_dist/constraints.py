@@ -60,8 +60,6 @@ def _row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Te
     return torch.ones_like(logits) if weights is None else weights.to(logits.dtype)
 
 
-
-
 class Constraint(ABC):
     """One constraint family: maps statistics to ``num_values`` values, feasible when ``<= 0``."""
 
@@ -91,6 +89,18 @@ class Constraint(ABC):
     @abstractmethod
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
         """Constraint values from (global) statistics; ``strict`` gives the judged value."""
+
+    def batch_value(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        losses: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The training values of a batch one process holds whole (nothing to all-reduce):
+        ``value(statistics(...))``, which a subclass may compute with fewer operations."""
+        return self.value(self.statistics(logits, labels, groups, weights, losses))
 
     @abstractmethod
     def names(self, group_names: Sequence[str]) -> list[str]:
@@ -123,7 +133,7 @@ class GroupGap(Constraint):
         )
         self.num_statistics = num_groups * self.channels * 2
         self.num_values = 2 * len(self.comparisons) * len(self.measures)
-        self._constants: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._identity: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     def _membership(
@@ -142,35 +152,46 @@ class GroupGap(Constraint):
 
     def _layout(
         self, strict: bool, dtype: torch.dtype, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Constants ``value`` reads with, built once per (mode, dtype, device).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Constants the values are read with, built once per (mode, dtype, device).
 
         ``sums`` and ``counts``: where each measure's per-group sums and counts sit in the
-        flat statistics (measure-major, ``[M·G]``). For ``pairs="all"`` also ``contrast``
-        ``[num_values, M·G]``: value ``2k`` is ``+1·mean_a − 1·mean_b`` of comparison ``k``,
-        value ``2k + 1`` the reverse, so all gaps are one matrix-vector product. It is exact:
-        each row has one +1 and one −1, every other product is an exact zero.
+        flat statistics (measure-major, ``[M·G]``). For ``pairs="all"`` also two contrast
+        matrices, so that all gaps are one matrix-vector product: ``contrast``
+        ``[num_values, M·G]`` over those measure-major means (value ``2k`` is ``+1·mean_a −
+        1·mean_b`` of comparison ``k``, value ``2k + 1`` the reverse), and ``by_channel``
+        ``[num_values, G·channels]``, the same over the means of every group and channel
+        (what :meth:`batch_value` computes). Both are exact: a row has one +1 and one −1,
+        every other product is an exact zero.
         """
         key = (strict, dtype, device)
         if key not in self._constants:
             width = self.channels * 2
+            measures = range(len(self.measures))
             sums = [
                 g * width + 2 * self._channel(m, strict)
-                for m in range(len(self.measures))
+                for m in measures
                 for g in range(self.num_groups)
             ]
             index = torch.tensor(sums, device=device)
-            contrast = None
+            contrast = by_channel = None
             if self.pairs == "all":
-                contrast = torch.zeros(self.num_values, len(sums), dtype=dtype, device=device)
-                row = 0
-                for m in range(len(self.measures)):
-                    for a, b in self.comparisons:
-                        for first, second in ((a, b), (b, a)):
-                            contrast[row, m * self.num_groups + first] = 1.0
-                            contrast[row, m * self.num_groups + second] = -1.0
-                            row += 1
-            self._constants[key] = (index, index + 1, contrast)
+                rows = [
+                    (m, first, second)
+                    for m in measures
+                    for a, b in self.comparisons
+                    for first, second in ((a, b), (b, a))
+                ]
+                contrast = torch.zeros(len(rows), len(sums), dtype=dtype, device=device)
+                by_channel = torch.zeros(
+                    len(rows), self.num_groups * self.channels, dtype=dtype, device=device
+                )
+                for row, (m, first, second) in enumerate(rows):
+                    channel = self._channel(m, strict)
+                    for group, sign in ((first, 1.0), (second, -1.0)):
+                        contrast[row, m * self.num_groups + group] = sign
+                        by_channel[row, group * self.channels + channel] = sign
+            self._constants[key] = (index, index + 1, contrast, by_channel)
         return self._constants[key]
 
     @abstractmethod
@@ -195,15 +216,36 @@ class GroupGap(Constraint):
         weights: torch.Tensor | None = None,
         losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        sums, counts = self._group_sums(logits, labels, groups, weights, losses)
+        return torch.stack([sums, counts], dim=-1).view(-1)
+
+    def _group_sums(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None,
+        losses: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted sums of eligible quantities and weighted counts, both ``[G, channels]``."""
         values, eligible = self._quantities(logits, labels, losses)
         member = self._membership(groups, weights, logits.dtype)
         if eligible is None:
             sums = member @ values
-            counts = member.sum(dim=1, keepdim=True).expand_as(sums)
-        else:
-            sums = member @ (values * eligible)
-            counts = member @ eligible
-        return torch.stack([sums, counts], dim=-1).view(-1)
+            return sums, member.sum(dim=1, keepdim=True).expand_as(sums)
+        return member @ (values * eligible), member @ eligible
+
+    def batch_value(self, logits, labels, groups, weights=None, losses=None):
+        """Pairwise gaps straight from the group sums: sums, one division, one product.
+
+        The channel each measure reads is folded into the ``by_channel`` contrast, so the
+        graph has none of the flat layout's stack, view and gather.
+        """
+        if self.pairs != "all":
+            return super().batch_value(logits, labels, groups, weights, losses)
+        sums, counts = self._group_sums(logits, labels, groups, weights, losses)
+        by_channel = self._layout(False, logits.dtype, logits.device)[3]
+        return torch.mv(by_channel, _mean(sums, counts).view(-1)) - self.bound
 
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
         """Vectorised over groups and measures: a handful of tensor operations whatever ``G``.
@@ -213,7 +255,7 @@ class GroupGap(Constraint):
         Counts are gathered from detached statistics: they never depend on the parameters
         (see ``_quantities``), so their branch needs no backward pass.
         """
-        sums_at, counts_at, contrast = self._layout(strict, stats.dtype, stats.device)
+        sums_at, counts_at, contrast, _ = self._layout(strict, stats.dtype, stats.device)
         sums = stats.index_select(0, sums_at)
         counts = stats.detach().index_select(0, counts_at)
         means = _mean(sums, counts)
@@ -257,9 +299,7 @@ class LossGap(GroupGap):
 
     def _quantities(self, logits, labels, losses):
         if losses is None:
-            losses = functional.binary_cross_entropy_with_logits(
-                logits, labels, reduction="none"
-            )
+            losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         return losses[:, None], None
 
     def _channel(self, measure: int, strict: bool) -> int:
@@ -405,10 +445,7 @@ class ConstrainedProblem:
         """
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         total, count = self._objective(losses, weights)
-        values = [
-            c.value(c.statistics(logits, labels, groups, weights, losses))
-            for c in self.constraints
-        ]
+        values = [c.batch_value(logits, labels, groups, weights, losses) for c in self.constraints]
         return _mean(total, count.detach()), self._stack(values, losses)
 
     @staticmethod
@@ -428,7 +465,9 @@ class ConstrainedProblem:
         loss = _mean(stats[0], stats.detach()[1])
         values = [
             c.value(stats[start:end], strict)
-            for c, start, end in zip(self.constraints, self._offsets, self._offsets[1:])
+            for c, (start, end) in zip(
+                self.constraints, itertools.pairwise(self._offsets), strict=True
+            )
         ]
         return loss, self._stack(values, stats)
 

@@ -9,8 +9,8 @@ Invariants, which make a packed seed indistinguishable from the same seed traine
 * initialisation: each seed's MLP is built as the trainer builds it (``trainer.trial_model``),
   then the K models are stacked, so a packed seed starts from its unpacked weights bitwise;
 * data: each seed draws from its own sampler, seeded as alone; a step gathers ``[K, B]`` rows;
-* statistics: ``ConstrainedProblem.statistics`` and ``evaluate`` vmapped over the seeds, so
-  ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``;
+* statistics: ``ConstrainedProblem.loss_and_values`` (what the single-process trainer calls)
+  vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``;
 * algorithm: one algorithm over the stacked parameters with ``seeds=K`` (``algorithms.base``):
   its state (duals, centres, switching decisions, optimiser moments) gains the leading seed
   dimension, and backward runs on the sum of the seeds' objectives, whose gradient in each
@@ -190,7 +190,7 @@ class Pack:
         groups: torch.Tensor,
         weights: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.problem.evaluate(self.problem.statistics(logits, labels, groups, weights))
+        return self.problem.loss_and_values(logits, labels, groups, weights)
 
     def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every seed's fresh minibatch: mean losses ``[K]`` and constraint values ``[K, m]``."""

@@ -29,12 +29,10 @@ SLURM's environment is read in one place, :func:`task_context`, through submitit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -49,6 +47,7 @@ from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import _make_sbatch_string
 
 from . import store as store_module
+from .node_processes import POLL_SECONDS, RayProcess, stop_leftovers, write_atomically
 from .slurm_profile import ClusterProfile
 from .spec import SpecError, SweepSpec, TrialSpec
 from .store import StoreWriter
@@ -58,7 +57,6 @@ from .trainer import error_row, train
 
 TOKEN_FILE = "ray-token"
 SUBMISSIONS_FILE = "submissions.jsonl"
-POLL_SECONDS = 0.5
 
 
 class SlurmJobFailed(RuntimeError):
@@ -253,127 +251,6 @@ def ensure_token(job_folder: Path) -> Path:
     return path
 
 
-# --- Ray processes -------------------------------------------------------------------------
-
-
-def _process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time in clock ticks) of every process, from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                table[int(entry.name)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, start time) of every live descendant of ``pid``, parents before children.
-
-    The start time identifies a process beyond its pid, so a pid reused after the process
-    exited is never signalled.
-    """
-    table = _process_table()
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in table.items():
-        children.setdefault(parent, []).append(child)
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append((child, table[child][1]))
-            queue.append(child)
-    return found
-
-
-def _kill_if_same(pid: int, started: str) -> bool:
-    """SIGKILL ``pid`` if it is still the process that started at ``started``."""
-    table = _process_table()
-    if pid in table and table[pid][1] == started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            return True
-    return False
-
-
-def _ignore_preemption_signal() -> None:
-    """In Ray's processes: SLURM sends USR2 (the timeout/preemption warning) to every process
-    of the job, and its default action would kill Ray under the driver before submitit's
-    handler on task 0 has requeued the job."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-
-
-class RayProcess:
-    """One ``ray start --block`` of ours: started in the task's process tree, stopped by PID.
-
-    ``--block`` keeps Ray's daemons children of this task, so SLURM's process tracking kills
-    them with the task on a requeue; ``ray stop`` is never used, since it stops every Ray
-    process of the user on the machine, other jobs' included. Its own session, because Ray's
-    reaper ends by signalling its whole process group, which must not include the task.
-    """
-
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                preexec_fn=_ignore_preemption_signal,
-                start_new_session=True,
-            )
-
-    def wait_started(self, timeout_s: float) -> None:
-        """Return once Ray reports the node up; raise with the log's tail if it died or hung."""
-        deadline = time.monotonic() + timeout_s
-        while "Ray runtime started" not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"ray start failed (see {self.log_path}):\n{tail}")
-            time.sleep(POLL_SECONDS)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def record(self, path: Path, hostname: str) -> None:
-        """Write this node's processes (pid, start time) for a later run to clean up."""
-        processes = [(self.process.pid, _process_table()[self.process.pid][1])]
-        processes += _descendants(self.process.pid)
-        _write_atomically(path, json.dumps({"host": hostname, "processes": processes}))
-
-    def stop(self, grace_s: float = 20) -> None:
-        """SIGTERM ``ray start`` (which stops its daemons), then SIGKILL any survivor by PID."""
-        started = _descendants(self.process.pid)
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(grace_s)
-        if self.alive():
-            self.process.kill()
-        self.process.wait()
-        for pid, start_time in started:
-            _kill_if_same(pid, start_time)
-
-
-def stop_leftovers(job_dir: Path, rank: int, hostname: str) -> int:
-    """Kill the Ray processes an earlier run of this job left on this host; returns how many.
-
-    A requeue kills the task, but a Ray daemon in its own session can outlive it by seconds
-    (longer where SLURM tracks processes by parentage, not cgroups) and would hold the ports
-    this run needs. Processes are matched by pid and start time, so nothing else is touched.
-    """
-    killed = 0
-    for record in job_dir.glob(f"attempt-*/ray-task{rank}.pids"):
-        content = json.loads(record.read_text())
-        if content["host"] != hostname:
-            continue
-        for pid, start_time in content["processes"]:
-            killed += _kill_if_same(pid, start_time)
-        record.unlink()
-    return killed
-
-
 def ray_start_command(
     node: RayNode, temp_dir: Path, node_ip: str, head_address: str | None
 ) -> list[str]:
@@ -400,12 +277,6 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> N
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout_s:g} s waiting for {what}")
         time.sleep(POLL_SECONDS)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 class _TaskLog:
@@ -483,7 +354,7 @@ class AllocationSweep(Checkpointable):
             ray_node.wait_started(self.profile.join_timeout_s)
             ray_node.record(attempt / "ray-task0.pids", hostname)
             address = f"{node_ip}:{self.profile.ports.gcs}"
-            _write_atomically(attempt / "head-address", address)
+            write_atomically(attempt / "head-address", address)
             log(f"Ray head up at {address} (pid {ray_node.process.pid}, temp dir {temp_dir})")
             workers = range(1, self.profile.nodes)
             _wait_until(
