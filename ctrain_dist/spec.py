@@ -296,6 +296,16 @@ class TrainingSpec(_Strict):
         None, gt=0, description="save a checkpoint every this many steps (at evaluation points)"
     )
 
+    @model_validator(mode="after")
+    def _quota_fits_the_batch(self) -> TrainingSpec:
+        """Every dataset has at least two groups, so two quotas must fit in one batch."""
+        if self.min_group_count is not None and 2 * self.min_group_count > self.batch_size:
+            raise ValueError(
+                f"min_group_count {self.min_group_count} for at least two groups exceeds "
+                f"batch_size {self.batch_size}; lower it or raise batch_size"
+            )
+        return self
+
 
 class AlgorithmSpec(_Strict):
     """One algorithm; a list as a parameter value means "sweep over these values"."""

@@ -79,6 +79,12 @@ def test_budget_needs_exactly_one_of_steps_and_seconds():
     assert _error_field(raw) == "training.budget"
 
 
+def test_group_quotas_larger_than_the_batch_are_refused():
+    raw = _raw()
+    raw["training"]["min_group_count"] = 40
+    assert _error_field(raw) == "training"
+
+
 def test_overrides_reach_nested_fields_and_list_items():
     raw = apply_overrides(_raw(), ["training.budget.steps=7", "algorithms.2.params.lr=[0.1, 0.2]"])
     assert raw["training"]["budget"]["steps"] == 7
