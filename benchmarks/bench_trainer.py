@@ -430,11 +430,17 @@ def _notes(rows: dict[str, Any]) -> list[str]:
     switch_cost = median("bare:switching_subgradient_sync_free", "vs_bare:switching_subgradient")
     rest = median("framework:switching_subgradient", "vs_bare:switching_subgradient_sync_free")
     dataloader = median("dataloader:adam", "vs_bare_adam")
+    slower = [
+        name.split(":")[1]
+        for name in rows
+        if name.startswith("framework:") and median(name, "vs_dataloader") > 1
+    ]
     return [
         "Notes:",
         "",
         f"- The naive loop, Adam through `TensorDataset` + `DataLoader`, costs {dataloader:.2f}× "
-        "the bare Adam loop; every framework algorithm but Ghost is below it.",
+        "the bare Adam loop; framework algorithms slower than it: "
+        f"{', '.join(f'`{n}`' for n in slower) or 'none'}.",
         "- The unconstrained framework algorithms (`sgd`, `adam`) also compute the constraint "
         "values every step (the oracle returns them and the trainer logs the baseline's "
         "violation), which their bare loops skip; that is their whole difference.",

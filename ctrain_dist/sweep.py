@@ -333,8 +333,7 @@ def run_sweep(
                 **fixed,
             },
             tune_config=tune.TuneConfig(
-                reuse_actors=spec.resources.reuse_actors
-                and spec.resources.workers_per_trial == 1,
+                reuse_actors=spec.resources.reuse_actors and spec.resources.workers_per_trial == 1,
                 max_concurrent_trials=_max_concurrent(spec, os.cpu_count() or 1),
             ),
             run_config=tune.RunConfig(
