@@ -16,10 +16,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import SpecError, apply_overrides
+from .spec import SpecError, apply_overrides, read_yaml_mapping, validate_model
 
 PROFILE_DIR = Path("slurm") / "profiles"
 """Where ``--cluster NAME`` looks for ``NAME.yaml`` (relative to the working directory)."""
@@ -160,14 +159,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def parse_profile(raw: dict[str, Any], base: Path = Path(".")) -> ClusterProfile:
     """A validated profile; ``$VARS`` in paths expanded, relative paths taken from ``base``."""
-    try:
-        profile = ClusterProfile.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key; see slurm/profiles/example-4x4gpu.yaml for every field"
-        raise SpecError(_field_path(first["loc"]), message) from None
+    profile = validate_model(
+        ClusterProfile,
+        raw,
+        _field_path,
+        "see slurm/profiles/example-4x4gpu.yaml for every field",
+    )
     _check_ports(profile)
     paths = {
         name: (base / os.path.expandvars(str(getattr(profile, name)))).absolute()
@@ -190,10 +187,5 @@ def resolve_profile_path(name: Path | str) -> Path:
 def load_profile(name: Path | str, overrides: list[str] | None = None) -> ClusterProfile:
     """Read and validate a profile; ``overrides`` are ``a.b=v`` strings as for specs."""
     path = resolve_profile_path(name)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SpecError("--cluster", f"{path} is not valid YAML: {error}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise SpecError("--cluster", f"{path} must hold a mapping at the top level")
+    raw = read_yaml_mapping(path, "--cluster")
     return parse_profile(apply_overrides(raw, overrides or []), base=Path.cwd())

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -32,6 +33,9 @@ from .algorithms import ALGORITHMS
 from .constraints import CONSTRAINTS
 
 ADULT_FILES = ("adult.data.gz", "adult.test.gz")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class SpecError(ValueError):
@@ -541,16 +545,41 @@ def require_data_parallel(spec: SweepSpec, workers: int, field: str) -> None:
             )
 
 
-def parse_spec(raw: dict[str, Any]) -> SweepSpec:
-    """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
+def validate_model(
+    model: type[ModelT],
+    raw: dict[str, Any],
+    field_path: Callable[[tuple[Any, ...]], str],
+    unknown_key_hint: str,
+) -> ModelT:
+    """``model`` from ``raw``, or a :class:`SpecError` naming the first bad field in one line."""
     try:
-        spec = SweepSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the spec reference in README.md"
-        raise SpecError(_field_path(first["loc"]), message) from None
+            message = f"unknown key; {unknown_key_hint}"
+        raise SpecError(field_path(first["loc"]), message) from None
+
+
+def read_yaml_mapping(path: Path, field: str) -> dict[str, Any]:
+    """The mapping a YAML file holds; a missing, malformed or non-mapping file names ``field``."""
+    if not path.is_file():
+        raise SpecError(field, f"{path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SpecError(field, f"{path} is not valid YAML: {error}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(field, f"{path} must hold a mapping at the top level")
+    return raw
+
+
+def parse_spec(raw: dict[str, Any]) -> SweepSpec:
+    """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
+    spec = validate_model(
+        SweepSpec, raw, _field_path, "check its spelling against the spec reference in README.md"
+    )
     _check_hyperparameters(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
     require_single_process_packs(
@@ -562,13 +591,5 @@ def parse_spec(raw: dict[str, Any]) -> SweepSpec:
 
 def load_spec(path: Path | str, overrides: list[str] | None = None) -> SweepSpec:
     """Read a YAML spec, apply overrides and validate it whole."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError("SPEC", f"{path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SpecError("SPEC", f"{path} is not valid YAML: {error}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise SpecError("SPEC", f"{path} must hold a mapping at the top level")
+    raw = read_yaml_mapping(Path(path), "SPEC")
     return parse_spec(apply_overrides(raw, overrides or []))
