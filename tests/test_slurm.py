@@ -237,7 +237,14 @@ def test_status_shows_the_jobs_slurm_state_beside_the_trials_progress(array_run,
 
 def _requeue_mid_sweep(tmp_path: Path, name: str, requeue) -> None:
     """Submit 6 trials, requeue once one is in the store, and check the resumed sweep."""
-    spec = _spec(name, "seeds=3", "training.budget.steps=3000", "training.eval_every=1000")
+    # A time budget, not steps: however fast the trainer gets, trials outlast the driver's
+    # store flush, so the requeue lands while some trials are finished and others are not.
+    spec = _spec(
+        name,
+        "seeds=3",
+        "training.budget={seconds: 8}",
+        "training.eval_every=1000",
+    )
     submission = submit(spec, tmp_path / "store", _profile(tmp_path / "jobs"))
     job_id = submission.job_id
     reader = store.open(tmp_path / "store")
@@ -278,7 +285,7 @@ def test_a_preemption_signal_checkpoints_and_requeues_through_submitit(slurm_clu
 def running_job(slurm_cluster, tmp_path_factory) -> Iterator[tuple[object, Path]]:
     """A long allocation job, returned once its Ray head is up; cancelled at the end."""
     root = tmp_path_factory.mktemp("running")
-    spec = _spec("long", "training.budget.steps=200000")
+    spec = _spec("long", "training.budget={seconds: 600}")
     submission = submit(spec, root / "store", _profile(root / "jobs"))
     head = root / "jobs" / submission.job_id / "attempt-0" / "head-address"
     _wait_for(head.exists, 180, "the Ray head")
