@@ -10,6 +10,8 @@ One entry point, ``benchmarks/run.py``, runs every section and rewrites ``BENCHM
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -99,3 +101,13 @@ class Section:
     command: str
     markdown: str
     figures: dict[str, Any]
+
+
+def print_figures(
+    measure: Callable[[bool], dict[str, Any]], description: str, argv: list[str] | None = None
+) -> None:
+    """A section's standalone entry point: its figures as JSON (``--quick``: small runs)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.quick), indent=2, default=str))

@@ -19,7 +19,6 @@ where a step is all overhead, and 4096, where there is computation to split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from benchmarks import Section, ratios, spread
+from benchmarks import Section, print_figures, ratios, spread
 from ctrain_dist import trainer as trainer_module
 from ctrain_dist.data.load import load_data
 from ctrain_dist.distributed import Workers, join_workers, launch_local
@@ -190,10 +189,7 @@ def run(quick: bool) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure(args.quick), indent=2))
+    print_figures(measure, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ second against the reused-actor run).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -40,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import Section
+from benchmarks import Section, print_figures
 from ctrain_dist import store
 from ctrain_dist.spec import SweepSpec, parse_spec
 from ctrain_dist.sweep import run_sweep
@@ -264,10 +262,7 @@ def run(quick: bool) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure(args.quick), indent=2, default=str))
+    print_figures(measure, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ resident set over the process's state after imports and data load (sampled every
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -43,7 +42,7 @@ import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks import Section, interleave, ratios, spread
+from benchmarks import Section, interleave, print_figures, ratios, spread
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.tabular import TabularData
@@ -505,10 +504,7 @@ def run(quick: bool) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure(args.quick), indent=2))
+    print_figures(measure, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
