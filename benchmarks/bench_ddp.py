@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.multiprocessing import ProcessExitedException
 
 from benchmarks import Section, print_figures, ratios, spread
 from ctrain_dist import trainer as trainer_module
@@ -120,16 +121,20 @@ def _worker(repeats: int, steps: int, out: str) -> None:
     figures["bare_all_reduce_s"] = _bare_all_reduce(group.problem.constraints)
     if workers.is_main:
         Path(out).write_text(json.dumps(figures))
-    # Both ranks leave together: a rank tearing gloo down while its peer is still in a
-    # collective can abort the peer.
-    dist.barrier()
 
 
 def measure(quick: bool) -> dict[str, Any]:
     repeats, steps = (2, 30) if quick else (9, 300)
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as folder:
         out = Path(folder) / "figures.json"
-        launch_local(2, _worker, (repeats, steps, str(out)))
+        try:
+            launch_local(2, _worker, (repeats, steps, str(out)))
+        except ProcessExitedException:
+            # Seen here once in a few runs: gloo aborts a rank while the process group is torn
+            # down ("terminate called without an active exception"), after rank 0 has written
+            # every figure. Only a run that died before writing them is a failure.
+            if not out.is_file():
+                raise
         raw = json.loads(out.read_text())
     figures: dict[str, Any] = {
         "algorithm": ALGORITHM,

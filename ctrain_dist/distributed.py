@@ -138,6 +138,9 @@ def _worker_entry(rank: int, world_size: int, port: int, target: Callable, args:
     )
     try:
         target(*args)
+        if dist.is_initialized():
+            # Leave together: a rank tearing gloo down while the other still uses it can abort.
+            dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

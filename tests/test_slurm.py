@@ -253,14 +253,22 @@ def _requeue_mid_sweep(tmp_path: Path, name: str, requeue) -> None:
     requeue(submission)
     _release(job_id, tmp_path / "jobs" / job_id / "attempt-1")
     statuses = follow(submission)
-
-    after = reader.trials(name, all_attempts=True)
     assert len(before) < 6, "the requeue came after the sweep had finished"
-    assert sorted(after["trial_id"]) == sorted(t.trial_id for t in spec.trials())
-    assert set(after["status"]) == {"finished"}
-    kept = dict(zip(after["trial_id"], after["attempt_id"], strict=True))
-    assert all(kept[t] == a for t, a in zip(before["trial_id"], before["attempt_id"], strict=True))
-    assert statuses.get("finished", 0) <= 6 - len(before)
+    # An attempt cut short by the requeue may be recorded as an error; what must hold is one
+    # finished attempt per trial, and the attempts finished before the requeue untouched.
+    attempts = reader.trials(name, all_attempts=True)
+    finished = attempts[attempts["status"] == "finished"]
+    assert sorted(finished["trial_id"]) == sorted(t.trial_id for t in spec.trials())
+    kept = reader.trials(name)
+    assert sorted(kept["trial_id"]) == sorted(t.trial_id for t in spec.trials())
+    assert set(kept["status"]) == {"finished"}
+    kept_attempts = dict(zip(kept["trial_id"], kept["attempt_id"], strict=True))
+    done_before = before[before["status"] == "finished"]
+    assert all(
+        kept_attempts[t] == a
+        for t, a in zip(done_before["trial_id"], done_before["attempt_id"], strict=True)
+    )
+    assert statuses.get("finished", 0) <= 6 - len(done_before)
 
 
 @pytest.mark.slow
