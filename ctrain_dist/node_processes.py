@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .files import write_text_atomically
+
 POLL_SECONDS = 0.5
 
 
@@ -102,7 +104,7 @@ class RayProcess:
         """Write this node's processes (pid, start time) for a later run to clean up."""
         processes = [(self.process.pid, _process_table()[self.process.pid][1])]
         processes += _descendants(self.process.pid)
-        write_atomically(path, json.dumps({"host": hostname, "processes": processes}))
+        write_text_atomically(path, json.dumps({"host": hostname, "processes": processes}))
 
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM ``ray start`` (which stops its daemons), then SIGKILL any survivor by PID."""
@@ -134,9 +136,3 @@ def stop_leftovers(job_dir: Path, rank: int, hostname: str) -> int:
             killed += _kill_if_same(pid, start_time)
         record.unlink()
     return killed
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -47,7 +47,8 @@ from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import _make_sbatch_string
 
 from . import store as store_module
-from .node_processes import POLL_SECONDS, RayProcess, stop_leftovers, write_atomically
+from .files import write_text_atomically
+from .node_processes import POLL_SECONDS, RayProcess, stop_leftovers
 from .slurm_profile import ClusterProfile
 from .spec import SpecError, SweepSpec, TrialSpec
 from .store import StoreWriter
@@ -354,7 +355,7 @@ class AllocationSweep(Checkpointable):
             ray_node.wait_started(self.profile.join_timeout_s)
             ray_node.record(attempt / "ray-task0.pids", hostname)
             address = f"{node_ip}:{self.profile.ports.gcs}"
-            write_atomically(attempt / "head-address", address)
+            write_text_atomically(attempt / "head-address", address)
             log(f"Ray head up at {address} (pid {ray_node.process.pid}, temp dir {temp_dir})")
             workers = range(1, self.profile.nodes)
             _wait_until(

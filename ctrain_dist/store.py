@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -78,6 +77,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .files import exclusive_lock
 
 SCHEMA_VERSION = "1"
 SCHEMA_VERSION_KEY = b"ctrain.schema_version"
@@ -899,13 +900,8 @@ def _compaction_lock(root: Path) -> Iterator[None]:
 
     An ``flock`` dies with its process, so a killed compactor never blocks the next one.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    with builtins.open(root / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(root / LOCK_FILE):
+        yield
 
 
 def _renew_epoch(root: Path, table: str) -> None:

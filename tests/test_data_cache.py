@@ -133,7 +133,7 @@ def _prepared(value: float) -> Prepared:
 
 def test_without_working_locks_two_builders_still_leave_one_entry(tmp_path, monkeypatch):
     """As on a network file system without flock: both build, the second rename loses."""
-    monkeypatch.setattr(cache, "_locked", lambda path: _NoLock())
+    monkeypatch.setattr(cache, "exclusive_lock", lambda path: _NoLock())
     barrier = threading.Barrier(2)
 
     def build(value: float) -> Prepared:

@@ -36,7 +36,6 @@ accidental in-place write must not crash the trial: it lands in private pages, n
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -44,8 +43,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -56,6 +54,7 @@ import numpy as np
 import torch
 
 from ctrain_dist.data.tabular import SPLITS, TabularData
+from ctrain_dist.files import exclusive_lock, write_text_atomically
 
 CACHE_ENV = "CTRAIN_CACHE"
 FORMAT_VERSION = 1
@@ -119,7 +118,7 @@ def file_digest(path: Path, root: Path | None = None) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     record = {"path": str(path), "size": stat.st_size, "sha256": digest.hexdigest()}
-    _write_atomically(memo, json.dumps(record))
+    write_text_atomically(memo, json.dumps(record))
     return record["sha256"]
 
 
@@ -153,7 +152,7 @@ def ensure(
     final = root / key
     if (final / MANIFEST).is_file():
         return _entry(final, built=False, started=started)
-    with _locked(root / ".locks" / f"{key}.lock"):
+    with exclusive_lock(root / ".locks" / f"{key}.lock"):
         if (final / MANIFEST).is_file():
             return _entry(final, built=False, started=started)
         _remove_abandoned(root, key)
@@ -225,24 +224,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def _write_entry(
