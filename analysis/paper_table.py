@@ -2,7 +2,7 @@
 
 Kliachkin, Lepšová, Bareilles & Mareček (arXiv 2507.04033) report, per algorithm, the mean ± std
 over seeds of their test metrics: AUC_M, Ind, Sp, Ina, Sf, Wd and |L0−L1| (defined in
-``ctrain_dist.metrics``). This recipe lays out the same table from any store: each algorithm's
+``ctrain_dist.trial.metrics``). This recipe lays out the same table from any store: each algorithm's
 configuration is selected on validation (one configuration per algorithm, as in the paper,
 makes that a no-op), then the final test metrics of its seeds are summarised.
 
@@ -23,10 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctrain_dist import stats, store
-from ctrain_dist.report.build import PAPER_COLUMNS, group_names
-from ctrain_dist.report.document import Document, Section, render_latex_table, render_markdown
-from ctrain_dist.report.sections import paper_table
+from ctrain_dist import store
+from ctrain_dist.analysis import stats
+from ctrain_dist.analysis.report.build import PAPER_COLUMNS, group_names
+from ctrain_dist.analysis.report.document import (
+    Document,
+    Section,
+    render_latex_table,
+    render_markdown,
+)
+from ctrain_dist.analysis.report.sections import paper_table
 
 SYNTHETIC_WORD = "synthetic"
 DATA_KEYS: tuple[str, ...] = ("dataset", "task", "states", "year", "horizon", "sensitive")

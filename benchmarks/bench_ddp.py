@@ -31,10 +31,10 @@ import torch.distributed as dist
 from torch.multiprocessing import ProcessExitedException
 
 from benchmarks import Section, print_figures, ratios, spread
-from ctrain_dist import trainer as trainer_module
 from ctrain_dist.data.load import load_data
-from ctrain_dist.distributed import Workers, join_workers, launch_local
 from ctrain_dist.spec import TrialSpec, parse_spec
+from ctrain_dist.trial import trainer as trainer_module
+from ctrain_dist.trial.distributed import Workers, join_workers, launch_local
 
 BATCHES = (64, 4096)
 ALGORITHM = "ssl_alm"

@@ -33,9 +33,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ctrain_dist.data.load import load_data
-from ctrain_dist.packed import Pack, train_pack
 from ctrain_dist.spec import TrialSpec, load_spec
-from ctrain_dist.trainer import train
+from ctrain_dist.trial.packed import Pack, train_pack
+from ctrain_dist.trial.trainer import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 ALGORITHMS = ("sgd", "ssl_alm")

@@ -40,8 +40,8 @@ from typing import Any
 
 from benchmarks import Section, print_figures
 from ctrain_dist import store
+from ctrain_dist.launch.ray_sweep import run_sweep
 from ctrain_dist.spec import SweepSpec, parse_spec
-from ctrain_dist.sweep import run_sweep
 
 ALGORITHMS = ("sgd", "adam", "ssl_alm", "switching_subgradient")
 TARGET = 0.7

@@ -46,10 +46,10 @@ from benchmarks import Section, interleave, print_figures, ratios, spread
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.tabular import TabularData
-from ctrain_dist.distributed import Workers
-from ctrain_dist.model import build_mlp
 from ctrain_dist.spec import TrialSpec, parse_spec
-from ctrain_dist.trainer import _Run
+from ctrain_dist.trial.distributed import Workers
+from ctrain_dist.trial.model import build_mlp
+from ctrain_dist.trial.trainer import _Run
 
 BOUND = 0.05
 BATCH = 64

@@ -19,242 +19,27 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .algorithms import ALGORITHMS
-from .constraints import CONSTRAINTS
-
-ADULT_FILES = ("adult.data.gz", "adult.test.gz")
-
+from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.constraints import CONSTRAINTS
+from ctrain_dist.data.config import DATASETS, AdultDataSpec, DataSpec, SplitSpec, StrictModel
+from ctrain_dist.errors import SpecError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class SpecError(ValueError):
-    """A spec problem, with the dotted path of the field at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AdultDataSpec(_Strict):
-    """The embedded UCI Adult data (or a copy of its two files in ``path``)."""
-
-    dataset: Literal["adult"] = "adult"
-    sensitive: Literal["sex", "race"] = Field("sex", description="group attribute")
-    path: Path | None = Field(None, description="folder with adult.data.gz and adult.test.gz")
-    include_sensitive_feature: bool = True
-
-    @field_validator("path")
-    @classmethod
-    def _files_exist(cls, path: Path | None) -> Path | None:
-        if path is None:
-            return None
-        for name in ADULT_FILES:
-            if not (path / name).is_file():
-                raise ValueError(
-                    f"{path / name} not found; point data.path at a folder holding "
-                    f"{' and '.join(ADULT_FILES)}, or drop data.path to use the embedded copy"
-                )
-        return path.resolve()
-
-
-FOLKTABLES_TASKS = (
-    "ACSIncome",
-    "ACSEmployment",
-    "ACSEmploymentFiltered",
-    "ACSPublicCoverage",
-    "ACSMobility",
-    "ACSTravelTime",
-    "ACSHealthInsurance",
-    "ACSIncomePovertyRatio",
-)
-GroupAttribute = Literal["race_binary", "sex", "race"]
-
-
-def _as_tuple(value: Any) -> Any:
-    """A single name given where a list is allowed, as a one-item tuple."""
-    return (value,) if isinstance(value, str) else value
-
-
-def _no_repeats(names: tuple[str, ...]) -> tuple[str, ...]:
-    if not names or len(set(names)) != len(names):
-        raise ValueError("give at least one name, without repeats")
-    return names
-
-
-class FolktablesDataSpec(_Strict):
-    """A Folktables task (Ding et al. 2021) on ACS PUMS person files, read by folktables itself.
-
-    The files come from ``root`` in the census layout ``<root>/<year>/<horizon>/psam_p<FIPS>.csv``
-    (what cluster users keep on shared storage; ``ctrain data synth`` writes synthetic ones), or
-    are downloaded there by folktables when ``download`` is true. ``sensitive`` with several
-    attributes groups by their intersection (e.g. ``[sex, race_binary]``: four groups).
-    """
-
-    dataset: Literal["folktables"]
-    task: Literal[FOLKTABLES_TASKS] = "ACSIncome"
-    states: tuple[str, ...] | Literal["all"] = Field(("OK",), description="codes, or 'all'")
-    year: int = Field(2018, ge=2014)
-    horizon: Literal["1-Year", "5-Year"] = "1-Year"
-    sensitive: tuple[GroupAttribute, ...] = Field(
-        ("race_binary",), description="race_binary (white vs non-white), sex, race, or a list"
-    )
-    include_sensitive_feature: bool = True
-    download: bool = Field(False, description="let folktables fetch missing files (needs internet)")
-    root: Path | None = Field(None, validate_default=True, description="PUMS root folder")
-
-    @field_validator("states", mode="before")
-    @classmethod
-    def _states_as_tuple(cls, states: Any) -> Any:
-        return states if states == "all" else _as_tuple(states)
-
-    @field_validator("states")
-    @classmethod
-    def _known_states(cls, states: tuple[str, ...] | str) -> tuple[str, ...] | str:
-        from folktables.load_acs import state_list
-
-        if states == "all":
-            return states
-        unknown = [state for state in _no_repeats(states) if state not in state_list]
-        if unknown:
-            raise ValueError(f"unknown state code(s) {unknown}; known: {', '.join(state_list)}")
-        return states
-
-    @field_validator("sensitive", mode="before")
-    @classmethod
-    def _sensitive_as_tuple(cls, sensitive: Any) -> Any:
-        return _as_tuple(sensitive)
-
-    @field_validator("sensitive")
-    @classmethod
-    def _sensitive_distinct(cls, sensitive: tuple[str, ...]) -> tuple[str, ...]:
-        return _no_repeats(sensitive)
-
-    @field_validator("root")
-    @classmethod
-    def _files_exist(cls, root: Path | None, info: ValidationInfo) -> Path | None:
-        from .data.folktables import missing_file_problem
-
-        if not {"states", "year", "horizon", "download"} <= info.data.keys():
-            return root
-        problem = missing_file_problem(
-            root, info.data["states"], info.data["year"], info.data["horizon"]
-        )
-        if problem and not info.data["download"]:
-            raise ValueError(problem)
-        return None if root is None else root.resolve()
-
-
-class TableDataSpec(_Strict):
-    """A user's own table (CSV or Parquet): one row per example, a binary target, group columns.
-
-    ``positive`` names the target value that means 1; it may be left out only when the target's
-    values are 0 and 1 (or true and false). Feature columns default to every other column;
-    numeric columns are standardised and the others one-hot encoded unless listed in
-    ``categorical`` (for integer codes that are categories).
-    """
-
-    dataset: Literal["table"]
-    path: Path = Field(description="a .csv, .csv.gz, .parquet or .pq file")
-    target: str
-    positive: bool | int | float | str | None = None
-    sensitive: tuple[str, ...] = Field(description="group column(s); several: intersection")
-    features: tuple[str, ...] | None = None
-    categorical: tuple[str, ...] = ()
-    include_sensitive_feature: bool = True
-
-    @field_validator("path")
-    @classmethod
-    def _table_exists(cls, path: Path) -> Path:
-        from .data.table import table_problem
-
-        problem = table_problem(path)
-        if problem:
-            raise ValueError(problem)
-        return path.resolve()
-
-    @field_validator("sensitive", "features", "categorical", mode="before")
-    @classmethod
-    def _names_as_tuple(cls, names: Any) -> Any:
-        return _as_tuple(names)
-
-    @field_validator("target", "sensitive", "features", "categorical")
-    @classmethod
-    def _columns_exist(cls, names: Any, info: ValidationInfo) -> Any:
-        from .data.table import missing_column_problem
-
-        if names is None or "path" not in info.data:
-            return names
-        listed = (names,) if isinstance(names, str) else names
-        if info.field_name in ("sensitive", "features"):
-            _no_repeats(listed)
-        problem = missing_column_problem(info.data["path"], listed)
-        if problem:
-            raise ValueError(problem)
-        return names
-
-    @model_validator(mode="after")
-    def _roles_distinct(self) -> TableDataSpec:
-        if self.target in self.sensitive or self.target in (self.features or ()):
-            raise ValueError(f"target {self.target!r} cannot also be a sensitive or feature column")
-        return self
-
-
-DATASETS = ("adult", "folktables", "table")
-
-
-def _dataset_tag(value: Any) -> str:
-    """The ``dataset`` of a raw or validated data section; ``adult`` when left out."""
-    if isinstance(value, dict):
-        return value.get("dataset", "adult")
-    return getattr(value, "dataset", "adult")
-
-
-DataSpec = Annotated[
-    Annotated[AdultDataSpec, Tag("adult")]
-    | Annotated[FolktablesDataSpec, Tag("folktables")]
-    | Annotated[TableDataSpec, Tag("table")],
-    Discriminator(
-        _dataset_tag,
-        custom_error_type="unknown_dataset",
-        custom_error_message=f"unknown dataset; use one of {', '.join(DATASETS)}",
-    ),
-]
-
-
-class SplitSpec(_Strict):
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
-    seed: int = Field(0, ge=0, description="split seed, fixed across training seeds")
-
-    @model_validator(mode="after")
-    def _leaves_training_rows(self) -> SplitSpec:
-        if self.val + self.test >= 1:
-            raise ValueError("val + test must be below 1 so that rows remain for training")
-        return self
-
-
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     hidden: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [64, 32], description="hidden widths of the ReLU MLP"
     )
 
 
-class ConstraintSpec(_Strict):
+class ConstraintSpec(StrictModel):
     kind: str = Field(description=f"one of {sorted(CONSTRAINTS)}")
     bound: float = Field(ge=0, description="gap bound, or the Frobenius norm bound (weight_norm)")
     pairs: Literal["all", "vs_rest", "vs_population"] = Field(
@@ -272,7 +57,7 @@ class ConstraintSpec(_Strict):
         return kind
 
 
-class BudgetSpec(_Strict):
+class BudgetSpec(StrictModel):
     steps: int | None = Field(None, gt=0)
     seconds: float | None = Field(None, gt=0)
 
@@ -283,7 +68,7 @@ class BudgetSpec(_Strict):
         return self
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(StrictModel):
     batch_size: int = Field(64, gt=0)
     budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(steps=1000))
     eval_every: int = Field(100, gt=0, description="evaluate every this many steps")
@@ -311,7 +96,7 @@ class TrainingSpec(_Strict):
         return self
 
 
-class AlgorithmSpec(_Strict):
+class AlgorithmSpec(StrictModel):
     """One algorithm; a list as a parameter value means "sweep over these values"."""
 
     name: str
@@ -331,7 +116,7 @@ class AlgorithmSpec(_Strict):
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     """What one trial asks of the cluster; with several workers, split evenly among them."""
 
     cpus_per_trial: float = Field(1.0, gt=0)
@@ -347,7 +132,7 @@ class ResourcesSpec(_Strict):
     )
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A study: data × constraints × algorithms × hyperparameters × seeds."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -396,7 +181,7 @@ class SweepSpec(_Strict):
         return pack_trials(self.trials(), self.seeds_per_trial)
 
 
-class TrialSpec(_Strict):
+class TrialSpec(StrictModel):
     """Everything one trial needs: what the trainer receives, and what a trial id hashes."""
 
     sweep_id: str
@@ -478,7 +263,7 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
 
 def _check_data(spec: SweepSpec) -> None:
     """Data problems a file header cannot show (target values, empty groups), before any job."""
-    from .data.load import check_data
+    from ctrain_dist.data.load import check_data
 
     check_data(spec.data, spec.split)
 

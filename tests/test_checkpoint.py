@@ -7,7 +7,7 @@ import torch
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.spec import load_spec
-from ctrain_dist.trainer import train
+from ctrain_dist.trial.trainer import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 K = 40

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
-from ctrain_dist.confirm import confirm_spec
-from ctrain_dist.spec import SpecError, SweepSpec, parse_spec
+from ctrain_dist.analysis.confirm import confirm_spec
+from ctrain_dist.cli.main import main
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import SweepSpec, parse_spec
 from ctrain_dist.store import StoreWriter
 
 VAL = {  # (algorithm, lr) -> (median validation objective, validation violation)

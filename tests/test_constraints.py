@@ -15,7 +15,7 @@ from ctrain_dist.constraints import (
     WeightNorm,
     build_constraints,
 )
-from ctrain_dist.model import build_mlp
+from ctrain_dist.trial.model import build_mlp
 
 
 def _batch(n: int = 200, seed: int = 0, num_groups: int = 2):

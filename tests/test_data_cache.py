@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.data import cache
 from ctrain_dist.data.cache import Prepared, ensure, list_entries, open_tabular
 from ctrain_dist.data.load import load_data, prepare_data

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ctrain_dist import distributed
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.constraints import ConstrainedProblem, LossGap
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.sampler import MinibatchSampler
 from ctrain_dist.spec import load_spec
-from ctrain_dist.trainer import train
+from ctrain_dist.trial import distributed
+from ctrain_dist.trial.trainer import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 STEPS = 100
@@ -60,7 +60,7 @@ def _train_all(folder: str) -> None:
 
 def _counting_worker(folder: str) -> None:
     """Counts this package's collectives and the oracle's calls during each algorithm's run."""
-    from ctrain_dist import trainer as trainer_module
+    from ctrain_dist.trial import trainer as trainer_module
 
     calls = {"all_reduce": 0, "estimate": 0}
     all_reduce, estimate = dist.all_reduce, trainer_module._Run.estimate
@@ -124,7 +124,7 @@ def test_two_workers_equal_one_process(checkpoints, algorithm):
 
 
 def test_an_algorithm_that_is_not_data_parallel_is_refused_several_workers():
-    from ctrain_dist.spec import SpecError
+    from ctrain_dist.errors import SpecError
 
     single = sorted(set(ALGORITHMS) - set(DATA_PARALLEL))
     assert single, "every algorithm is data parallel: this test has nothing to check"
@@ -167,7 +167,7 @@ def test_one_collective_per_estimate_besides_ddp(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_of_two_worker_trials_completes(tmp_path):
     from ctrain_dist import store
-    from ctrain_dist.sweep import run_sweep
+    from ctrain_dist.launch.ray_sweep import run_sweep
 
     spec = load_spec(
         QUICKSTART,
@@ -192,7 +192,7 @@ def test_a_sweep_of_two_worker_trials_completes(tmp_path):
 def test_a_worker_request_that_cannot_fit_exits_2_naming_the_resources(tmp_path, capsys):
     import os
 
-    from ctrain_dist.cli import main
+    from ctrain_dist.cli.main import main
 
     cpus = os.cpu_count()
     code = main(

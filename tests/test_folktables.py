@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.data.cache import open_tabular
+from ctrain_dist.data.config import FolktablesDataSpec, SplitSpec
 from ctrain_dist.data.load import prepare_data
 from ctrain_dist.data.synth import MARKER, write_synthetic
 from ctrain_dist.data.tabular import TabularData
-from ctrain_dist.spec import FolktablesDataSpec, SpecError, SplitSpec, parse_spec
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import parse_spec
 
 STATES = ("OK", "CA")
 FILES = {"OK": "psam_p40.csv", "CA": "psam_p06.csv"}

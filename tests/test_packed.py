@@ -17,12 +17,13 @@ import torch
 
 from ctrain_dist import store
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.data.load import load_data
-from ctrain_dist.packed import Pack, train_pack
-from ctrain_dist.spec import SpecError, load_spec, pack_trials
-from ctrain_dist.sweep import run_sweep
-from ctrain_dist.trainer import train
+from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.ray_sweep import run_sweep
+from ctrain_dist.spec import load_spec, pack_trials
+from ctrain_dist.trial.packed import Pack, train_pack
+from ctrain_dist.trial.trainer import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 STEPS = 100

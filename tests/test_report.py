@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
-from ctrain_dist.metrics import PAPER_METRICS
-from ctrain_dist.report import (
+from ctrain_dist.analysis.report import (
     build_report,
     convergence_frame,
     plot_convergence,
     write_comparison,
     write_report,
 )
+from ctrain_dist.cli.main import main
 from ctrain_dist.store import StoreWriter
+from ctrain_dist.trial.metrics import PAPER_METRICS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

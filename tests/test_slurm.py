@@ -19,10 +19,11 @@ import pytest
 import yaml
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
-from ctrain_dist.slurm import SlurmJobFailed, follow, job_states, submit
-from ctrain_dist.slurm_profile import ClusterProfile, load_profile
-from ctrain_dist.spec import SpecError, SweepSpec, load_spec
+from ctrain_dist.cli.main import main
+from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.slurm import SlurmJobFailed, follow, job_states, submit
+from ctrain_dist.launch.slurm.profile import ClusterProfile, load_profile
+from ctrain_dist.spec import SweepSpec, load_spec
 
 ROOT = Path(__file__).parents[1]
 DEV_CLUSTER = ROOT / "slurm" / "dev-cluster"

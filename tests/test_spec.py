@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctrain_dist.spec import SpecError, apply_overrides, load_spec, parse_spec
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import apply_overrides, load_spec, parse_spec
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 

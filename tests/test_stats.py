@@ -10,7 +10,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.proportion import proportion_confint
 
-from ctrain_dist.stats import (
+from ctrain_dist.analysis.stats import (
     benjamini_hochberg,
     bootstrap_ci,
     cliffs_delta,

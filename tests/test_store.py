@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.store import StoreWarning, StoreWriter
-from ctrain_dist.store_sink import StoreSink
+from ctrain_dist.store.sink import StoreSink
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -256,7 +256,7 @@ class ListSink:
 def real_trial() -> ListSink:
     """One real, tiny constrained trial (seconds): the rows the trainer really writes."""
     from ctrain_dist.spec import load_spec
-    from ctrain_dist.trainer import train
+    from ctrain_dist.trial.trainer import train
 
     overrides = ["seeds=1", "algorithms=[{name: ssl_alm}]", "training.budget.steps=4"]
     sink = ListSink()

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.store import StoreWarning, StoreWriter
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.store import StoreWarning
-from ctrain_dist.store_sink import StoreSink
+from ctrain_dist.store.sink import StoreSink
 
 WRITERS, TRIALS_EACH, EVAL_POINTS = 8, 50, 3
 SPLITS = ("train", "val", "test")
@@ -103,7 +103,7 @@ def test_eight_processes_writing_fifty_trials_each_leave_every_row_exactly_once(
 FLUSH_ROWS = 3_000
 KILLED_WRITER = """
 import sys
-from ctrain_dist.store_sink import StoreSink
+from ctrain_dist.store.sink import StoreSink
 
 sink = StoreSink(sys.argv[1], "s1", flush_rows=3_000)
 base = {"trial_id": "t1", "attempt_id": "killed", "algorithm": "sgd", "seed": 0, "split": "val"}

@@ -6,10 +6,11 @@ import duckdb
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
-from ctrain_dist.report import write_report
-from ctrain_dist.spec import SpecError, load_spec
-from ctrain_dist.sweep import run_sweep
+from ctrain_dist.analysis.report import write_report
+from ctrain_dist.cli.main import main
+from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.ray_sweep import run_sweep
+from ctrain_dist.spec import load_spec
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 SMALL = [

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
+from ctrain_dist.data.config import FOLKTABLES_TASKS
 from ctrain_dist.data.synth import MARKER, write_synthetic
-from ctrain_dist.spec import FOLKTABLES_TASKS
 
 
 @pytest.fixture(scope="module")

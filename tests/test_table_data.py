@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 
 from ctrain_dist import store
-from ctrain_dist.cli import main
+from ctrain_dist.cli.main import main
 from ctrain_dist.data.cache import open_tabular
 from ctrain_dist.data.load import prepare_data
-from ctrain_dist.spec import SpecError, parse_spec
-from ctrain_dist.sweep import run_sweep
+from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.ray_sweep import run_sweep
+from ctrain_dist.spec import parse_spec
 
 
 def _table(rows: int = 1200, seed: int = 0) -> pd.DataFrame:

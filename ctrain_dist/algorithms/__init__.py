@@ -7,15 +7,15 @@ from typing import Any
 
 import torch
 
-from .alm import ALM
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo
-from .ghost import StochasticGhost
-from .nupi import NuPI
-from .pbm import PBM
-from .penalty import Penalty
-from .ssl_alm import SSLALM
-from .switching_subgradient import SwitchingSubgradient
-from .unconstrained import SGD, Adam
+from ctrain_dist.algorithms.alm import ALM
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo
+from ctrain_dist.algorithms.ghost import StochasticGhost
+from ctrain_dist.algorithms.nupi import NuPI
+from ctrain_dist.algorithms.pbm import PBM
+from ctrain_dist.algorithms.penalty import Penalty
+from ctrain_dist.algorithms.ssl_alm import SSLALM
+from ctrain_dist.algorithms.switching_subgradient import SwitchingSubgradient
+from ctrain_dist.algorithms.unconstrained import SGD, Adam
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     cls.name: cls

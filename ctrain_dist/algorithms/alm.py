@@ -34,7 +34,14 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info, largest
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    StepInfo,
+    info,
+    largest,
+)
 
 
 class ALMHyperparameters(Hyperparameters):

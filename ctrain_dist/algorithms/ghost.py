@@ -60,7 +60,7 @@ from pydantic import Field, model_validator
 from scipy import sparse
 from scipy.optimize import linprog
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 _SOLVER_TOLERANCE = 1e-9
 """OSQP's absolute and relative tolerance: far below the step's stochastic noise."""

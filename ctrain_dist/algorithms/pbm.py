@@ -46,7 +46,14 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info, largest
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    StepInfo,
+    info,
+    largest,
+)
 
 _LOG2 = math.log(2.0)
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class PenaltyHyperparameters(Hyperparameters):

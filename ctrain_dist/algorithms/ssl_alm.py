@@ -44,7 +44,14 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info, largest
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    StepInfo,
+    info,
+    largest,
+)
 
 
 class SSLALMHyperparameters(Hyperparameters):

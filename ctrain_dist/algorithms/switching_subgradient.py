@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 _TINY = 1e-12
 """Guards the Polyak step's denominator against a zero subgradient."""

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from .base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class SGDHyperparameters(Hyperparameters):

@@ -37,14 +37,16 @@ from typing import Any
 import folktables
 import numpy as np
 import pandas as pd
-from folktables.load_acs import initialize_and_download, state_list
+from folktables.load_acs import initialize_and_download
 
 from ctrain_dist.data.cache import Prepared, cache_root
+from ctrain_dist.data.config import FolktablesDataSpec, SplitSpec
 from ctrain_dist.data.preprocess import preprocess
+from ctrain_dist.data.probes import PUMS_URL, resolve_states
 from ctrain_dist.data.split import stratified_split
 from ctrain_dist.data.synth import MARKER, expected_file
 from ctrain_dist.data.table import check_groups, group_ids
-from ctrain_dist.spec import FolktablesDataSpec, SpecError, SplitSpec
+from ctrain_dist.errors import SpecError
 
 NUMERIC_FEATURES = frozenset({"AGEP", "WKHP", "JWMNP", "PINCP", "POVPIP", "SCHL"})
 PROTECTED_FEATURES = frozenset(
@@ -62,12 +64,6 @@ RACE_NAMES = {
     9: "two or more races",
 }
 SYNTHETIC_SUFFIX = " (synthetic)"
-_PUMS_URL = "https://www2.census.gov/programs-surveys/acs/data/pums"
-
-
-def resolve_states(states: tuple[str, ...] | str) -> list[str]:
-    """The states of a spec, ``"all"`` being every state folktables knows (and Puerto Rico)."""
-    return list(state_list) if states == "all" else list(states)
 
 
 def default_root() -> Path:
@@ -75,29 +71,8 @@ def default_root() -> Path:
     return cache_root() / "pums"
 
 
-def missing_file_problem(
-    root: Path | None, states: tuple[str, ...] | str, year: int, horizon: str
-) -> str | None:
-    """One line naming the first expected person file that is absent and how to get it."""
-    if root is None:
-        return (
-            "give the folder holding ACS PUMS person files (<root>/<year>/<horizon>/"
-            "psam_p<FIPS>.csv); `ctrain data synth --root DIR --states OK` writes synthetic ones, "
-            "and data.download: true fetches real ones on a machine with internet"
-        )
-    for state in resolve_states(states):
-        path = expected_file(root, state, year, horizon)
-        if not path.is_file():
-            remote = f"{_PUMS_URL}/{year}/{horizon}/csv_p{state.lower()}.zip"
-            return (
-                f"{path} not found; download {remote} and unzip it into {path.parent}, or set "
-                "data.download: true where the census server is reachable"
-            )
-    return None
-
-
 def _census_url(data: FolktablesDataSpec, state: str) -> str:
-    return f"{_PUMS_URL}/{data.year}/{data.horizon}/csv_p{state.lower()}.zip"
+    return f"{PUMS_URL}/{data.year}/{data.horizon}/csv_p{state.lower()}.zip"
 
 
 def input_files(data: FolktablesDataSpec) -> list[Path]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..spec import AdultDataSpec, FolktablesDataSpec, SpecError, SplitSpec, TableDataSpec
-from . import folktables, table
-from .adult import load_adult
-from .cache import CacheEntry, cache_key, ensure, open_tabular
-from .tabular import TabularData
+from ctrain_dist.data import folktables, table
+from ctrain_dist.data.adult import load_adult
+from ctrain_dist.data.cache import CacheEntry, cache_key, ensure, open_tabular
+from ctrain_dist.data.config import AdultDataSpec, FolktablesDataSpec, SplitSpec, TableDataSpec
+from ctrain_dist.data.tabular import TabularData
+from ctrain_dist.errors import SpecError
 
 CachedDataSpec = FolktablesDataSpec | TableDataSpec
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .sampler import MinibatchSampler
+from ctrain_dist.data.sampler import MinibatchSampler
 
 
 def quotas(sizes: list[int], batch_size: int, minimum: int) -> list[int]:

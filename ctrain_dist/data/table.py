@@ -14,63 +14,25 @@ from :func:`check_table`, which reads only the target and sensitive columns.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from ctrain_dist.data.cache import Prepared
+from ctrain_dist.data.config import SplitSpec, TableDataSpec
 from ctrain_dist.data.preprocess import preprocess
+from ctrain_dist.data.probes import is_parquet
 from ctrain_dist.data.split import stratified_split
 from ctrain_dist.data.tabular import SPLITS
-from ctrain_dist.spec import SpecError, SplitSpec, TableDataSpec
-
-SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.name.endswith((".parquet", ".pq"))
-
-
-def table_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be a table, or None."""
-    if not path.is_file():
-        return f"{path} not found; give the path of a CSV or Parquet file"
-    if not path.name.endswith(SUFFIXES):
-        return f"{path} must end in one of {', '.join(SUFFIXES)}"
-    return None
-
-
-@functools.lru_cache(maxsize=16)
-def _header(path: Path, size: int, mtime_ns: int) -> tuple[str, ...]:
-    if _is_parquet(path):
-        return tuple(pq.read_schema(path).names)
-    return tuple(str(name) for name in pd.read_csv(path, nrows=0).columns)
-
-
-def table_columns(path: Path) -> tuple[str, ...]:
-    """The column names of a table, from its header or schema only (memoised per file version)."""
-    stat = path.stat()
-    return _header(path, stat.st_size, stat.st_mtime_ns)
-
-
-def missing_column_problem(path: Path, names: Sequence[str]) -> str | None:
-    """Which of ``names`` the table lacks, in one line with the columns it has, or None."""
-    columns = table_columns(path)
-    missing = [name for name in names if name not in columns]
-    if not missing:
-        return None
-    shown = ", ".join(columns[:30]) + (", ..." if len(columns) > 30 else "")
-    return f"column {', '.join(map(repr, missing))} not in {path}; its columns: {shown}"
+from ctrain_dist.errors import SpecError
 
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The table, or only ``columns`` of it, with missing values as NaN/NA."""
-    if _is_parquet(path):
+    if is_parquet(path):
         return pd.read_parquet(path, columns=list(columns) if columns else None)
     return pd.read_csv(path, usecols=list(columns) if columns else None)
 

@@ -1,7 +1,7 @@
 """``ctrain status``: SLURM jobs' states beside the trials' progress in the store.
 
-The job folder's ``submissions.jsonl`` (written by :func:`ctrain_dist.slurm.submit`) ties each
-job to its sweep and store; SLURM states come from ``sacct`` through :mod:`ctrain_dist.slurm`,
+The job folder's ``submissions.jsonl`` (written by :func:`ctrain_dist.launch.slurm.submit`) ties each
+job to its sweep and store; SLURM states come from ``sacct`` through :mod:`ctrain_dist.launch.slurm`,
 trial counts from the store, so the two can be read side by side: a job RUNNING while its
 sweep's counts grow, or a job FAILED with trials still pending.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .spec import SpecError
+from ctrain_dist.errors import SpecError
 
 
 def sweep_progress(store_root: Path) -> dict[str, dict[str, int]]:
     """Counts of each sweep's trials by the status of their kept attempt."""
-    from . import store
+    from ctrain_dist import store
 
     trials = store.open(store_root).trials()
     if trials.empty:
@@ -38,7 +38,7 @@ def _status(args: argparse.Namespace) -> int:
         raise SpecError("--store", "give --store DIR, --job-folder DIR, or both")
     stores: dict[Path, dict[str, int]] = {}
     if args.job_folder is not None:
-        from .slurm import job_states, read_submissions
+        from ctrain_dist.launch.slurm import job_states, read_submissions
 
         submissions = read_submissions(args.job_folder)
         if not submissions:

@@ -1,6 +1,6 @@
 """A sweep spec as a Ray Tune run whose results land in the store. The only module that knows Ray.
 
-Data path: each trial runs :func:`ctrain_dist.trainer.train` in a Tune function trainable with
+Data path: each trial runs :func:`ctrain_dist.trial.trainer.train` in a Tune function trainable with
 a :class:`TuneSink`, which ships its rows to the driver through ``tune.report``; the driver's
 :class:`StoreCallback` writes them to the store. Only the driver writes, so trials need no
 access to the store's file system and a store never sees two writers per sweep.
@@ -23,11 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import store as store_module
-from .data.load import prepare_data
-from .packed import plan_packs, train_pack
-from .spec import AdultDataSpec, SpecError, SweepSpec, TrialSpec
-from .trainer import error_row, train
+from ctrain_dist import store as store_module
+from ctrain_dist.data.config import AdultDataSpec
+from ctrain_dist.data.load import prepare_data
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import SweepSpec, TrialSpec
+from ctrain_dist.trial.packed import plan_packs, train_pack
+from ctrain_dist.trial.trainer import error_row, train
 
 _TIMESTAMP_COLUMNS = ("started_at", "ended_at")
 FLUSH_SECONDS = 5.0

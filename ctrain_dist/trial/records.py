@@ -17,9 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .algorithms import ALGORITHMS
-from .spec import TrialSpec
+from ctrain_dist import __version__
+from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.spec import TrialSpec
 
 
 def utc_now() -> datetime:

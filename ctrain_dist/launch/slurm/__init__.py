@@ -1,12 +1,12 @@
 """Sweeps on SLURM through submitit. The only module that knows SLURM and submitit.
 
-Two modes, chosen by the cluster profile (:mod:`ctrain_dist.slurm_profile`):
+Two modes, chosen by the cluster profile (:mod:`ctrain_dist.launch.slurm.profile`):
 
 * **allocation**: one job of N nodes, one task per node. Task 0 starts a Ray head, the others
   join it as workers; each Ray node gets explicit ports (shifted by ``ports.stride`` per task,
   so tasks sharing a host never collide) and its own node-local temp dir. Ray runs with
   ``RAY_AUTH_MODE=token`` and a 0600 token file in the job folder, since anyone on the cluster
-  network could otherwise run code as the user. Task 0 then runs :func:`~ctrain_dist.sweep.
+  network could otherwise run code as the user. Task 0 then runs :func:`~ctrain_dist.launch.ray_sweep.
   run_sweep` against that cluster with ``resume=True``.
 * **array**: the pending trials packed ``array.trials_per_task`` per task into a job array;
   each task trains its trials in-process and writes the store directly (``StoreSink``).
@@ -46,15 +46,16 @@ import submitit
 from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import _make_sbatch_string
 
-from . import store as store_module
-from .files import write_text_atomically
-from .node_processes import POLL_SECONDS, RayProcess, stop_leftovers
-from .slurm_profile import ClusterProfile
-from .spec import SpecError, SweepSpec, TrialSpec
-from .store import StoreWriter
-from .store_sink import StoreSink
-from .sweep import plan
-from .trainer import error_row, train
+from ctrain_dist import store as store_module
+from ctrain_dist.errors import SpecError
+from ctrain_dist.files import write_text_atomically
+from ctrain_dist.launch.ray_sweep import plan
+from ctrain_dist.launch.slurm.node_processes import POLL_SECONDS, RayProcess, stop_leftovers
+from ctrain_dist.launch.slurm.profile import ClusterProfile
+from ctrain_dist.spec import SweepSpec, TrialSpec
+from ctrain_dist.store import StoreWriter
+from ctrain_dist.store.sink import StoreSink
+from ctrain_dist.trial.trainer import error_row, train
 
 TOKEN_FILE = "ray-token"
 SUBMISSIONS_FILE = "submissions.jsonl"
@@ -347,7 +348,7 @@ class AllocationSweep(Checkpointable):
         env: dict[str, str],
         log: _TaskLog,
     ) -> dict[str, Any]:
-        from .sweep import run_sweep
+        from ctrain_dist.launch.ray_sweep import run_sweep
 
         command = ray_start_command(node, temp_dir, node_ip, head_address=None)
         ray_node = RayProcess(command, attempt / "ray-task0.log", env)
@@ -421,7 +422,7 @@ class ArrayTrials(Checkpointable):
         self.max_failures = max_failures
 
     def __call__(self, trials: list[TrialSpec]) -> dict[str, int]:
-        from .data.load import load_data
+        from ctrain_dist.data.load import load_data
 
         statuses: dict[str, int] = {}
         sweep_id = trials[0].sweep_id
@@ -611,7 +612,7 @@ def sweep_on_cluster(
     Following is only watching: interrupting it leaves the jobs running, and ``ctrain
     status`` shows them later. Returns whether every job ended with every trial finished.
     """
-    from .slurm_profile import load_profile
+    from ctrain_dist.launch.slurm.profile import load_profile
 
     profile = load_profile(cluster)
     if dry_run:

@@ -1,4 +1,4 @@
-"""Gather a report's numbers: read the store once, select, and call ``ctrain_dist.stats``.
+"""Gather a report's numbers: read the store once, select, and call ``ctrain_dist.analysis.stats``.
 
 Everything here is a tidy frame from ``stats`` (DESIGN.md: report computes nothing it could
 get from stats); the rest of the package only lays these frames out and draws them, so a
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow.compute as pc
 
-from ctrain_dist import stats
-from ctrain_dist.metrics import PAPER_METRICS
+from ctrain_dist.analysis import stats
 from ctrain_dist.store import Store
+from ctrain_dist.trial.metrics import PAPER_METRICS
 
 TABLE_METRICS: dict[str, str] = {
     "final_test_objective": "Test objective",
@@ -52,7 +52,7 @@ STATUS_ORDER: tuple[str, ...] = ("finished", "diverged", "error")
 
 @dataclass(frozen=True)
 class Report:
-    """Everything a sweep report shows, as tidy frames from ``ctrain_dist.stats``.
+    """Everything a sweep report shows, as tidy frames from ``ctrain_dist.analysis.stats``.
 
     Attributes:
         sweep_ids: the sweeps whose trials were pooled.

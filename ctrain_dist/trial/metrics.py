@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .constraints import ConstrainedProblem
+from ctrain_dist.constraints import ConstrainedProblem
 
 EVAL_CHUNK_ROWS = 65_536
 """Rows per forward pass, so evaluation memory stays flat whatever the split's size."""

@@ -2,7 +2,7 @@
 
 A profile is validated whole before anything is submitted, like a sweep spec: a
 :class:`~ctrain_dist.spec.SpecError` names the field (``cluster.<path>``) and the CLI exits 2.
-It knows nothing of submitit; :mod:`ctrain_dist.slurm` turns it into executor parameters.
+It knows nothing of submitit; :mod:`ctrain_dist.launch.slurm` turns it into executor parameters.
 
 Ports: every Ray node opens the per-node ports of :class:`PortsSpec` (the head also the
 head-only ones). With ``stride > 0`` task ``r`` shifts its per-node ports by ``r * stride``, so
@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import SpecError, apply_overrides, read_yaml_mapping, validate_model
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import apply_overrides, read_yaml_mapping, validate_model
 
 PROFILE_DIR = Path("slurm") / "profiles"
 """Where ``--cluster NAME`` looks for ``NAME.yaml`` (relative to the working directory)."""

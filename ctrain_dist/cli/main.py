@@ -10,10 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .data_cli import add_data_commands
-from .spec import SpecError, load_spec
-from .status import add_status_parser
-from .store_cli import add_store_parser
+from ctrain_dist.cli.data import add_data_commands
+from ctrain_dist.cli.status import add_status_parser
+from ctrain_dist.cli.store import add_store_parser
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import load_spec
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -32,13 +33,13 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from ctrain_dist.launch.ray_sweep import run_sweep
 
     spec = load_spec(args.spec, args.overrides)
     store_root = args.store or Path("runs") / spec.name
     if args.confirm:
-        from . import store
-        from .confirm import confirm_spec
+        from ctrain_dist import store
+        from ctrain_dist.analysis.confirm import confirm_spec
 
         spec = confirm_spec(spec, store.open(store_root))
     trials = spec.trials()
@@ -47,7 +48,7 @@ def _sweep(args: argparse.Namespace) -> int:
         f"({len(spec.seed_list())} seeds each) -> store {store_root}"
     )
     if args.cluster:
-        from .slurm import sweep_on_cluster
+        from ctrain_dist.launch.slurm import sweep_on_cluster
 
         done = sweep_on_cluster(spec, store_root, args.cluster, args.resume, args.dry_run)
         return 0 if done else EXIT_FAILURE
@@ -62,7 +63,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .local import train_locally
+    from ctrain_dist.launch.local import train_locally
 
     packing = [f"seeds_per_trial={args.seeds}"] if args.seeds is not None else []
     spec = load_spec(args.spec, [*args.overrides, *packing])
@@ -74,8 +75,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from . import store
-    from .report import write_comparison, write_report
+    from ctrain_dist import store
+    from ctrain_dist.analysis.report import write_comparison, write_report
 
     if not (args.store / "trials").is_dir():
         raise SpecError("--store", f"{args.store} holds no trials table; run `ctrain sweep` first")
@@ -95,7 +96,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _algorithms(args: argparse.Namespace) -> int:
-    from .algorithms import ALGORITHMS
+    from ctrain_dist.algorithms import ALGORITHMS
 
     for name, cls in sorted(ALGORITHMS.items()):
         kind = "constrained" if cls.constrained else "unconstrained"

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import torch
 
-from .distributed import launch_local
-from .packed import plan_packs, train_pack
-from .spec import (
-    SpecError,
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import (
     SweepSpec,
     TrialSpec,
     require_data_parallel,
     require_single_process_packs,
 )
-from .store import StoreWriter
-from .store import open as open_store
-from .store_sink import StoreSink
-from .trainer import error_row, train
+from ctrain_dist.store import StoreWriter
+from ctrain_dist.store import open as open_store
+from ctrain_dist.store.sink import StoreSink
+from ctrain_dist.trial.distributed import launch_local
+from ctrain_dist.trial.packed import plan_packs, train_pack
+from ctrain_dist.trial.trainer import error_row, train
 
 
 def check_workers(spec: SweepSpec, nproc: int) -> None:

@@ -40,16 +40,16 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from .algorithms import build_algorithm
-from .constraints import ConstrainedProblem, build_constraints
-from .data.load import load_data
-from .data.stratified import design_weights
-from .data.tabular import SPLITS, TabularData
-from .distributed import local_rank, trial_device
-from .metrics import evaluate_split
-from .records import identity, utc_now
-from .spec import SweepSpec, TrialSpec, pack_trials, packing_obstacle
-from .trainer import (
+from ctrain_dist.algorithms import build_algorithm
+from ctrain_dist.constraints import ConstrainedProblem, build_constraints
+from ctrain_dist.data.load import load_data
+from ctrain_dist.data.stratified import design_weights
+from ctrain_dist.data.tabular import SPLITS, TabularData
+from ctrain_dist.spec import SweepSpec, TrialSpec, pack_trials, packing_obstacle
+from ctrain_dist.trial.distributed import local_rank, trial_device
+from ctrain_dist.trial.metrics import evaluate_split
+from ctrain_dist.trial.records import identity, utc_now
+from ctrain_dist.trial.trainer import (
     Sink,
     multiplier_columns,
     progress_axes,

@@ -78,7 +78,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import exclusive_lock
+from ctrain_dist.files import exclusive_lock
 
 SCHEMA_VERSION = "1"
 SCHEMA_VERSION_KEY = b"ctrain.schema_version"

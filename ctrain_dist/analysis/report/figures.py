@@ -15,7 +15,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .build import COMPARED_METRICS, CURVE_AXES, CURVE_METRICS, GROUP_RATES, Report
+from ctrain_dist.analysis.report.build import (
+    COMPARED_METRICS,
+    CURVE_AXES,
+    CURVE_METRICS,
+    GROUP_RATES,
+    Report,
+)
 
 DPI = 120
 

@@ -10,7 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .spec import SpecError, load_spec
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import load_spec
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data.load import prepare_data
+    from ctrain_dist.data.load import prepare_data
 
     spec = load_spec(args.spec, args.overrides)
     entry = prepare_data(spec.data, spec.split, args.cache)
@@ -65,7 +66,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .data.cache import cache_root, list_entries
+    from ctrain_dist.data.cache import cache_root, list_entries
 
     entries = list_entries(args.cache)
     if not entries:
@@ -83,7 +84,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .data.synth import write_synthetic
+    from ctrain_dist.data.synth import write_synthetic
 
     started = time.perf_counter()
     try:

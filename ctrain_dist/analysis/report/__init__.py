@@ -1,6 +1,6 @@
 """Reports of a sweep: Markdown, self-contained HTML, a LaTeX table and PNG figures.
 
-Data flow, one direction: ``build`` reads the store and calls ``ctrain_dist.stats`` (every
+Data flow, one direction: ``build`` reads the store and calls ``ctrain_dist.analysis.stats`` (every
 number is computed there) → ``sections`` lays the frames out as a ``Document`` →
 ``document`` renders it (Markdown, HTML, LaTeX) and ``figures`` draws the PNGs.
 
@@ -13,13 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ctrain_dist.analysis.report import figures
+from ctrain_dist.analysis.report.build import (
+    Comparison,
+    Report,
+    build_comparison,
+    build_report,
+    convergence_frame,
+)
+from ctrain_dist.analysis.report.document import (
+    Document,
+    render_html,
+    render_latex_table,
+    render_markdown,
+)
+from ctrain_dist.analysis.report.figures import plot_convergence
+from ctrain_dist.analysis.report.sections import comparison_document, latex_tables, report_document
 from ctrain_dist.store import Store
-
-from . import figures
-from .build import Comparison, Report, build_comparison, build_report, convergence_frame
-from .document import Document, render_html, render_latex_table, render_markdown
-from .figures import plot_convergence
-from .sections import comparison_document, latex_tables, report_document
 
 __all__ = [
     "Comparison",

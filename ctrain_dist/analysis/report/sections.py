@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ctrain_dist import stats
-
-from .build import (
+from ctrain_dist.analysis import stats
+from ctrain_dist.analysis.report.build import (
     COMPARED_METRICS,
     GROUP_RATES,
     HIGHER_IS_BETTER,
@@ -16,7 +15,7 @@ from .build import (
     Comparison,
     Report,
 )
-from .document import Document, Figure, Section, Table
+from ctrain_dist.analysis.report.document import Document, Figure, Section, Table
 
 FIGURES: dict[str, str] = {
     "convergence.png": "Test objective and test max violation against samples drawn and training "

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .files import write_text_atomically
+from ctrain_dist.files import write_text_atomically
 
 POLL_SECONDS = 0.5
 

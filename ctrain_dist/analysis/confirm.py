@@ -9,8 +9,9 @@ a new sweep ``<name>-confirm`` in the same store; its report is then free of sel
 
 from __future__ import annotations
 
-from ctrain_dist import stats
-from ctrain_dist.spec import SpecError, SweepSpec, parse_spec
+from ctrain_dist.analysis import stats
+from ctrain_dist.errors import SpecError
+from ctrain_dist.spec import SweepSpec, parse_spec
 from ctrain_dist.store import Store
 
 CONFIRM_SUFFIX = "-confirm"

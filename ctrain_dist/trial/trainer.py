@@ -24,13 +24,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .algorithms import build_algorithm
-from .constraints import ConstrainedProblem, build_constraints
-from .data.load import load_data
-from .data.sampler import MinibatchSampler
-from .data.stratified import StratifiedSampler, build_sampler, design_weights
-from .data.tabular import SPLITS, TabularData
-from .distributed import (
+from ctrain_dist.algorithms import build_algorithm
+from ctrain_dist.constraints import ConstrainedProblem, build_constraints
+from ctrain_dist.data.load import load_data
+from ctrain_dist.data.sampler import MinibatchSampler
+from ctrain_dist.data.stratified import StratifiedSampler, build_sampler, design_weights
+from ctrain_dist.data.tabular import SPLITS, TabularData
+from ctrain_dist.spec import TrialSpec
+from ctrain_dist.trial.distributed import (
     Workers,
     any_rank,
     exact_statistics,
@@ -40,10 +41,9 @@ from .distributed import (
     trial_device,
     wrap_model,
 )
-from .metrics import evaluate_split
-from .model import build_mlp
-from .records import identity, trial_row, utc_now
-from .spec import TrialSpec
+from ctrain_dist.trial.metrics import evaluate_split
+from ctrain_dist.trial.model import build_mlp
+from ctrain_dist.trial.records import identity, trial_row, utc_now
 
 
 class Sink(Protocol):

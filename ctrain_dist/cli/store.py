@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .spec import SpecError
+from ctrain_dist.errors import SpecError
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ctrain_dist.store import Store
 
 EXIT_FAILURE = 1
 
@@ -55,7 +55,7 @@ class CheckReport:
 
 def _open_store(root: Path, sweep_id: str | None) -> tuple[Store, list[str]]:
     """The store and the sweeps to show; bad input raises ``SpecError`` (exit 2)."""
-    from . import store
+    from ctrain_dist import store
 
     if not root.is_dir():
         raise SpecError("ROOT", f"{root} is not a directory; give the folder of a store")
@@ -71,7 +71,7 @@ def _open_store(root: Path, sweep_id: str | None) -> tuple[Store, list[str]]:
 
 def list_sweeps(reader: Store, sweeps: list[str]) -> list[SweepListing]:
     """Counts per sweep, from file footers and the attempt columns of ``trials`` only."""
-    from . import store
+    from ctrain_dist import store
 
     listings = []
     for sweep in sweeps:
@@ -97,7 +97,7 @@ def check_store(reader: Store, sweeps: list[str]) -> CheckReport:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from . import store
+    from ctrain_dist import store
 
     report = CheckReport()
     for table in store.TABLES:
@@ -149,7 +149,7 @@ def _print_listings(listings: list[SweepListing]) -> None:
 
 
 def _print_report(report: CheckReport) -> None:
-    from . import store
+    from ctrain_dist import store
 
     versions = ", ".join(f"{v} ({n} files)" for v, n in sorted(report.versions.items()))
     print(f"schema versions: {versions or 'no files'} (this ctrain: {store.SCHEMA_VERSION})")
@@ -169,7 +169,7 @@ def _print_report(report: CheckReport) -> None:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from . import store
+    from ctrain_dist import store
 
     reader, sweeps = _open_store(args.root, args.sweep)
     with warnings.catch_warnings():
@@ -187,7 +187,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from . import store
+    from ctrain_dist import store
 
     _open_store(args.root, args.sweep)
     for result in store.compact(args.root, args.sweep, drop_corrupt=args.drop_corrupt):
@@ -204,7 +204,7 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from . import store
+    from ctrain_dist import store
 
     print(store.schema_markdown(), end="")
     return 0

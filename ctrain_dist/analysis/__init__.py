@@ -1,0 +1,1 @@
+"""Statistics across seeds, selection and confirmation, and reports: reads the store only."""

@@ -1,0 +1,1 @@
+"""The ``ctrain`` command. Its store, report and status commands import neither torch nor Ray."""
