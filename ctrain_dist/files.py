@@ -1,7 +1,8 @@
 """Two file-system primitives that several modules rely on for crash safety.
 
-Why here, once: the cache, the store's compactor and the SLURM rendezvous all need a reader
-to see a whole file or none, and a writer that dies to release its lock.
+Why here, once: trainer checkpoints, the store's part files and compaction epochs, the
+preprocessing cache and the SLURM rendezvous all need a reader to see a whole file or none,
+durably, and a writer that dies to release its lock.
 """
 
 from __future__ import annotations
@@ -9,20 +10,54 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+Content = bytes | str | Callable[[BinaryIO], None]
+"""What :func:`write_atomically` writes: bytes, UTF-8 text, or a function that writes to a
+binary file (``pyarrow.parquet.write_table``, ``torch.save``) so large content is streamed."""
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` under a unique temporary name, then rename it over ``path``.
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable on POSIX; a no-op where folders can't be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-    Readers never see a partial file; concurrent writers never share a temporary file.
+
+def write_atomically(path: Path, content: Content) -> Path:
+    """Write ``content`` to ``path`` so that readers see the old file, or the new one whole.
+
+    The content goes to a unique dot-prefixed temporary beside ``path`` (so concurrent writers
+    never share one and listings that skip dotfiles never see it), is fsynced, renamed over
+    ``path``, and the folder is fsynced, so the rename survives a crash. A writer that raises
+    leaves no temporary behind. Returns ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        with temporary.open("wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode() if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return path
 
 
 @contextmanager

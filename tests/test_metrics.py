@@ -11,7 +11,8 @@ from scipy import stats as sps
 
 from ctrain_dist.constraints import ConstrainedProblem, build_constraints
 from ctrain_dist.spec import ConstraintSpec
-from ctrain_dist.trial.metrics import PAPER_METRICS, auc, classification_metrics, evaluate_split
+from ctrain_dist.store.schema import PAPER_METRICS
+from ctrain_dist.trial.metrics import auc, classification_metrics, evaluate_split
 
 
 def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:

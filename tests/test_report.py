@@ -21,7 +21,7 @@ from ctrain_dist.analysis.report import (
 )
 from ctrain_dist.cli.main import main
 from ctrain_dist.store import StoreWriter
-from ctrain_dist.trial.metrics import PAPER_METRICS
+from ctrain_dist.store.schema import PAPER_METRICS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """``ctrain status``: SLURM jobs' states beside the trials' progress in the store.
 
-The job folder's ``submissions.jsonl`` (written by :func:`ctrain_dist.launch.slurm.submit`) ties each
-job to its sweep and store; SLURM states come from ``sacct`` through :mod:`ctrain_dist.launch.slurm`,
+The job folder's ``submissions.jsonl`` (written when a sweep is submitted) ties each job to its
+sweep and store; SLURM states come from ``sacct`` (:mod:`ctrain_dist.launch.slurm`),
 trial counts from the store, so the two can be read side by side: a job RUNNING while its
 sweep's counts grow, or a job FAILED with trials still pending.
 """

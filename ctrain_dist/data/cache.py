@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ctrain_dist.data.tabular import SPLITS, TabularData
-from ctrain_dist.files import exclusive_lock, write_text_atomically
+from ctrain_dist.files import exclusive_lock, write_atomically
 
 CACHE_ENV = "CTRAIN_CACHE"
 FORMAT_VERSION = 1
@@ -118,7 +118,7 @@ def file_digest(path: Path, root: Path | None = None) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     record = {"path": str(path), "size": stat.st_size, "sha256": digest.hexdigest()}
-    write_text_atomically(memo, json.dumps(record))
+    write_atomically(memo, json.dumps(record))
     return record["sha256"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.plan import plan_packs
 from ctrain_dist.spec import (
     SweepSpec,
     TrialSpec,
@@ -24,7 +25,7 @@ from ctrain_dist.store import StoreWriter
 from ctrain_dist.store import open as open_store
 from ctrain_dist.store.sink import StoreSink
 from ctrain_dist.trial.distributed import launch_local
-from ctrain_dist.trial.packed import plan_packs, train_pack
+from ctrain_dist.trial.packed import train_pack
 from ctrain_dist.trial.trainer import error_row, train
 
 

@@ -27,8 +27,9 @@ from ctrain_dist import store as store_module
 from ctrain_dist.data.config import AdultDataSpec
 from ctrain_dist.data.load import prepare_data
 from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.plan import pending_trials, plan_packs
 from ctrain_dist.spec import SweepSpec, TrialSpec
-from ctrain_dist.trial.packed import plan_packs, train_pack
+from ctrain_dist.trial.packed import train_pack
 from ctrain_dist.trial.trainer import error_row, train
 
 _TIMESTAMP_COLUMNS = ("started_at", "ended_at")
@@ -251,26 +252,6 @@ def _trainable(spec: SweepSpec, store_root: Path):
     return tune.with_resources(run_trial_with_workers, {"cpu": WRAPPER_CPUS}), fixed
 
 
-def plan(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpec], int]:
-    """The trials still to run, and how many the store already shows finished.
-
-    Without ``resume``, a sweep name that the store already holds is refused: silently mixing
-    two studies under one name would corrupt both reports.
-    """
-    store = store_module.open(store_root)
-    trials = spec.trials()
-    existing = store.trials(spec.name, all_attempts=True)
-    if len(existing) and not resume:
-        raise SpecError(
-            "name",
-            f"the store {store_root} already holds sweep {spec.name!r} ({len(existing)} rows); "
-            "pass --resume to continue it, or --set name=NEW for a new sweep",
-        )
-    finished = store.finished_trial_ids(spec.name)
-    pending = [t for t in trials if t.trial_id not in finished]
-    return pending, len(trials) - len(pending)
-
-
 def _max_concurrent(spec: SweepSpec, cpus: int) -> int | None:
     """Multi-worker trials: no more wrappers than there is room for their workers, since a
     wrapper that started without room for its workers would hold its slot while waiting."""
@@ -297,7 +278,7 @@ def run_sweep(
     import torch
 
     check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
-    pending, skipped = plan(spec, store_root, resume)
+    pending, skipped = pending_trials(spec, store_root, resume)
     if pending and not isinstance(spec.data, AdultDataSpec):
         # Built once here, before any job: a data problem exits 2 instead of failing trials,
         # and trials on this node map the finished cache instead of racing to build it.

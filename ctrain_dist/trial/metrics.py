@@ -37,20 +37,6 @@ from ctrain_dist.constraints import ConstrainedProblem
 EVAL_CHUNK_ROWS = 65_536
 """Rows per forward pass, so evaluation memory stays flat whatever the split's size."""
 
-PAPER_METRICS: dict[str, str] = {
-    "auc_m": "AUC_M",
-    "ind": "Ind",
-    "sp": "Sp",
-    "ina": "Ina",
-    "sf": "Sf",
-    "wd": "Wd",
-    "loss_gap": "|L0−L1|",
-}
-"""Column → the paper's name, in the order of the paper's results table."""
-
-GROUP_RATES: tuple[str, ...] = ("loss", "positive_rate", "tpr", "fpr", "ppv", "npv", "auc")
-"""Per-group columns, written ``group_<rate>_<g>`` for each group id ``g``."""
-
 
 def _auc_from_blocks(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """ROC AUC per column from counts of positives and negatives per block of equal scores.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,7 +45,7 @@ from ctrain_dist.constraints import ConstrainedProblem, build_constraints
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.stratified import design_weights
 from ctrain_dist.data.tabular import SPLITS, TabularData
-from ctrain_dist.spec import SweepSpec, TrialSpec, pack_trials, packing_obstacle
+from ctrain_dist.spec import TrialSpec, packing_obstacle
 from ctrain_dist.trial.distributed import local_rank, trial_device
 from ctrain_dist.trial.metrics import evaluate_split
 from ctrain_dist.trial.records import identity, utc_now
@@ -286,16 +286,3 @@ def train_pack(
     for seed in active:
         finish(seed, "finished")
     return summaries
-
-
-def plan_packs(
-    spec: SweepSpec, trials: list[TrialSpec], log: Callable[[str], None] = print
-) -> list[list[TrialSpec]]:
-    """``trials`` (those still to run) in packs of up to ``seeds_per_trial`` seeds, with one
-    log line for each configuration that cannot be packed and runs one seed per trial."""
-    if spec.seeds_per_trial > 1:
-        obstacles = {trial.config_label: packing_obstacle(trial) for trial in trials}
-        for label, obstacle in obstacles.items():
-            if obstacle is not None:
-                log(f"{label}: {obstacle}; its seeds run one per trial")
-    return pack_trials(trials, spec.seeds_per_trial)

@@ -17,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ctrain_dist import __version__
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.spec import TrialSpec
 
@@ -62,7 +61,7 @@ def provenance() -> dict[str, str]:
         "pyarrow_version": _package_version("pyarrow"),
         "pandas_version": _package_version("pandas"),
         "numpy_version": _package_version("numpy"),
-        "ctrain_version": __version__,
+        "ctrain_version": metadata.version("ctrain-dist"),
     }
 
 

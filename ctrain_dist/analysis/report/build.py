@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ctrain_dist.analysis import stats
 from ctrain_dist.store import Store
-from ctrain_dist.trial.metrics import PAPER_METRICS
+from ctrain_dist.store.schema import PAPER_METRICS
 
 TABLE_METRICS: dict[str, str] = {
     "final_test_objective": "Test objective",

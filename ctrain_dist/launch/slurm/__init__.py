@@ -6,8 +6,9 @@ Two modes, chosen by the cluster profile (:mod:`ctrain_dist.launch.slurm.profile
   join it as workers; each Ray node gets explicit ports (shifted by ``ports.stride`` per task,
   so tasks sharing a host never collide) and its own node-local temp dir. Ray runs with
   ``RAY_AUTH_MODE=token`` and a 0600 token file in the job folder, since anyone on the cluster
-  network could otherwise run code as the user. Task 0 then runs :func:`~ctrain_dist.launch.ray_sweep.
-  run_sweep` against that cluster with ``resume=True``.
+  network could otherwise run code as the user. Task 0 then runs
+  :func:`~ctrain_dist.launch.ray_sweep.run_sweep`
+  against that cluster with ``resume=True``.
 * **array**: the pending trials packed ``array.trials_per_task`` per task into a job array;
   each task trains its trials in-process and writes the store directly (``StoreSink``).
 
@@ -48,8 +49,8 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from ctrain_dist import store as store_module
 from ctrain_dist.errors import SpecError
-from ctrain_dist.files import write_text_atomically
-from ctrain_dist.launch.ray_sweep import plan
+from ctrain_dist.files import write_atomically
+from ctrain_dist.launch.plan import pending_trials
 from ctrain_dist.launch.slurm.node_processes import POLL_SECONDS, RayProcess, stop_leftovers
 from ctrain_dist.launch.slurm.profile import ClusterProfile
 from ctrain_dist.spec import SweepSpec, TrialSpec
@@ -356,7 +357,7 @@ class AllocationSweep(Checkpointable):
             ray_node.wait_started(self.profile.join_timeout_s)
             ray_node.record(attempt / "ray-task0.pids", hostname)
             address = f"{node_ip}:{self.profile.ports.gcs}"
-            write_text_atomically(attempt / "head-address", address)
+            write_atomically(attempt / "head-address", address)
             log(f"Ray head up at {address} (pid {ray_node.process.pid}, temp dir {temp_dir})")
             workers = range(1, self.profile.nodes)
             _wait_until(
@@ -472,7 +473,7 @@ class Submission:
 def dry_run_text(spec: SweepSpec, store_root: Path, profile: ClusterProfile, resume: bool) -> str:
     """The job script submitit would submit and the layout; nothing is submitted or written."""
     check_fits(spec, profile)
-    pending, _ = plan(spec, store_root, resume)
+    pending, _ = pending_trials(spec, store_root, resume)
     executor = make_executor(profile, f"ctrain-{spec.name}", script_only=True)
     if profile.mode == "array":
         tasks = max(1, -(-len(pending) // profile.array.trials_per_task))
@@ -490,7 +491,7 @@ def submit(
     if shutil.which("sbatch") is None:
         raise SpecError("--cluster", "sbatch not found: run on a SLURM login node")
     store_root = store_root.absolute()
-    pending, skipped = plan(spec, store_root, resume)
+    pending, skipped = pending_trials(spec, store_root, resume)
     executor = make_executor(profile, f"ctrain-{spec.name}")
     if not pending:
         jobs = []

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ctrain_dist.files import write_text_atomically
+from ctrain_dist.files import write_atomically
 
 POLL_SECONDS = 0.5
 
@@ -104,7 +104,7 @@ class RayProcess:
         """Write this node's processes (pid, start time) for a later run to clean up."""
         processes = [(self.process.pid, _process_table()[self.process.pid][1])]
         processes += _descendants(self.process.pid)
-        write_text_atomically(path, json.dumps({"host": hostname, "processes": processes}))
+        write_atomically(path, json.dumps({"host": hostname, "processes": processes}))
 
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM ``ray start`` (which stops its daemons), then SIGKILL any survivor by PID."""
