@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/run.py --quick    # small repetitions, for tests (< 1 minute)
     .venv/bin/python benchmarks/run.py --only trainer ddp   # some sections, Markdown to stdout
 
-Sections: ``trainer`` (time per step against hand-written loops), ``sweep`` (efficiency of
-many short trials), ``ddp`` (one process against two), ``data`` (cache prepare and load,
-``bench_data.py``), ``store`` (write, read, compact, ``bench_store.py``). Absolute times
+Sections: ``startup`` (``ctrain`` commands beside ``python -c pass``), ``trainer`` (time per
+step against hand-written loops), ``sweep`` (efficiency of many short trials), ``ddp`` (one
+process against two), ``data`` (cache prepare and load, ``bench_data.py``), ``store`` (write,
+read, compact, ``bench_store.py``). Absolute times
 depend on the machine's load; the ratios, measured within one run, much less so. Run it when
 the load average is low (it is recorded at the start and at the end).
 """
@@ -34,7 +35,7 @@ if __package__ in (None, ""):
 
 from benchmarks import Section  # noqa: E402
 
-SECTIONS = ("trainer", "sweep", "ddp", "data", "store")
+SECTIONS = ("startup", "trainer", "sweep", "ddp", "data", "store")
 
 
 def machine() -> dict[str, Any]:

@@ -44,6 +44,10 @@ def _key(spec: SweepSpec, folder: Path) -> str:
     return prepare_data(spec.data, spec.split, folder).key
 
 
+START_TIMEOUT_S = 120.0
+"""How long the processes of one test may take to import and say they are ready."""
+
+
 def _run_together(script: str, args: list[list[str]], go: Path) -> list[dict]:
     """Start one process per argument list, release them at once, return their JSON lines."""
     processes = [
@@ -55,8 +59,12 @@ def _run_together(script: str, args: list[list[str]], go: Path) -> list[dict]:
         )
         for arguments in args
     ]
-    time.sleep(0.2)
+    deadline = time.monotonic() + START_TIMEOUT_S
     while sum(go.parent.joinpath(f"ready-{p.pid}").exists() for p in processes) < len(processes):
+        if time.monotonic() > deadline:
+            for process in processes:
+                process.kill()
+            raise TimeoutError(f"the processes did not start within {START_TIMEOUT_S:g} s")
         time.sleep(0.05)
     go.touch()
     return [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in processes]
@@ -67,7 +75,10 @@ import json, os, sys, time
 from pathlib import Path
 go = Path(sys.argv[1])
 (go.parent / f"ready-{os.getpid()}").touch()
+deadline = time.monotonic() + 120
 while not go.exists():
+    if time.monotonic() > deadline:
+        sys.exit("never released")
     time.sleep(0.002)
 """
 
@@ -249,16 +260,18 @@ def test_a_trial_maps_the_cached_matrix_instead_of_copying_it(pums, tmp_path, mo
     assert on_disk[-1, -1] == last
 
 
-def test_a_trial_load_of_200000_rows_takes_under_a_second(tmp_path):
+def test_a_trial_load_of_200000_rows_maps_its_matrix_instead_of_reading_it(tmp_path):
+    """What makes a trial's load cheap (its time is measured in benchmarks/bench_data.py)."""
     rows = np.arange(200_000)
     features = np.random.default_rng(0).random((200_000, 150), dtype=np.float32)
     splits = {"train": rows[rows % 5 > 1], "val": rows[rows % 5 == 1], "test": rows[rows % 5 == 0]}
     names = tuple(f"f{i}" for i in range(150))
     prepared = Prepared("big", features, rows % 2, rows % 2, splits, names, ("g0", "g1"))
     entry = ensure("big", lambda: prepared, {}, tmp_path)
-    started = time.perf_counter()
-    data = open_tabular(ensure("big", lambda: prepared, {}, tmp_path).path)
-    assert time.perf_counter() - started < 1.0
+    reused = ensure("big", lambda: prepared, {}, tmp_path)
+    data = open_tabular(reused.path)
+    assert not reused.built
+    assert _mapped_file(data.features.data_ptr()) == str(entry.path / "features.npy")
     assert data.features.shape == (200_000, 150)
     assert entry.size_bytes() > features.nbytes
 

@@ -14,7 +14,19 @@ QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 
 
 def _raw() -> dict:
-    return yaml.safe_load(QUICKSTART.read_text())
+    """A spec of the tests' own, so that they name list positions they chose themselves."""
+    return {
+        "name": "spec-tests",
+        "data": {"dataset": "adult", "sensitive": "sex"},
+        "constraints": [{"kind": "loss_gap", "bound": 0.05}],
+        "training": {"batch_size": 64, "budget": {"steps": 20}, "eval_every": 10},
+        "algorithms": [
+            {"name": "sgd", "params": {"lr": 0.05}},
+            {"name": "adam", "params": {"lr": 0.001}},
+            {"name": "ssl_alm", "params": {"lr": 0.05, "rho": 1.0}},
+        ],
+        "seeds": 2,
+    }
 
 
 def _error_field(raw: dict) -> str:
@@ -107,13 +119,15 @@ def test_override_past_the_end_of_a_list_is_refused():
     ],
 )
 def test_ctrain_sweep_exits_2_with_one_line_naming_the_field(tmp_path, override, field):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(_raw()))
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "ctrain_dist.cli",
             "sweep",
-            str(QUICKSTART),
+            str(spec),
             "--set",
             override,
             "--store",

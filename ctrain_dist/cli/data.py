@@ -10,8 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ctrain_dist.cli.arguments import add_spec_arguments
 from ctrain_dist.errors import SpecError
-from ctrain_dist.spec import load_spec
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -20,15 +20,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     subcommands = data.add_subparsers(dest="data_command", required=True)
 
     prepare = subcommands.add_parser("prepare", help="build a spec's dataset into the cache")
-    prepare.add_argument("spec", type=Path, help="sweep spec (YAML)")
-    prepare.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set data.root=/data/pums (repeatable)",
-    )
+    add_spec_arguments(prepare, "data.root=/data/pums")
     prepare.add_argument("--cache", type=Path, help="cache folder")
     prepare.set_defaults(handler=_prepare)
 
@@ -48,6 +40,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from ctrain_dist.data.load import prepare_data
+    from ctrain_dist.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     entry = prepare_data(spec.data, spec.split, args.cache)

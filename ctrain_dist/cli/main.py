@@ -10,30 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from ctrain_dist.cli.arguments import EXIT_BAD_INPUT, EXIT_FAILURE, add_spec_arguments
 from ctrain_dist.cli.data import add_data_commands
 from ctrain_dist.cli.status import add_status_parser
 from ctrain_dist.cli.store import add_store_parser
 from ctrain_dist.errors import SpecError
-from ctrain_dist.spec import load_spec
-
-EXIT_BAD_INPUT = 2
-EXIT_FAILURE = 1
-
-
-def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", type=Path, help="sweep spec (YAML)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set training.budget.steps=500 (repeatable)",
-    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from ctrain_dist.launch.ray_sweep import run_sweep
+    from ctrain_dist.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     store_root = args.store or Path("runs") / spec.name
@@ -64,6 +50,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from ctrain_dist.launch.local import train_locally
+    from ctrain_dist.spec import load_spec
 
     packing = [f"seeds_per_trial={args.seeds}"] if args.seeds is not None else []
     spec = load_spec(args.spec, [*args.overrides, *packing])
@@ -111,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="run a sweep spec on Ray Tune into a store")
-    _add_spec_arguments(sweep)
+    add_spec_arguments(sweep, "training.budget.steps=500")
     sweep.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
     sweep.add_argument("--resume", action="store_true", help="continue a sweep the store holds")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list trials only")
@@ -130,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
 
     train = commands.add_parser("train", help="train a spec's trials here, without Ray")
-    _add_spec_arguments(train)
+    add_spec_arguments(train, "training.budget.steps=500")
     train.add_argument("--store", type=Path, help="store directory (default runs/<name>)")
     train.add_argument("--nproc", type=int, default=1, help="data-parallel processes per trial")
     train.add_argument(
