@@ -21,7 +21,14 @@ step. The one documented exception is Stochastic Ghost's QP subproblem, solved o
 
 ``state_dict()`` round-trips everything needed to resume the same trajectory bitwise: primal
 optimiser state, multipliers, smoothing centres, controller memories, step counters and any
-random generator the algorithm owns.
+random generator the algorithm owns. It is composed once, here: a subclass creates its state
+in ``_init_state`` and names the attributes in ``state_attributes``; ``state_dict`` saves the
+iteration counter and each of them under its name, ``load_state_dict`` restores them in place
+of the fresh ones. Multipliers are :class:`~ctrain_dist.algorithms.multiplier.Multiplier`
+objects among that state, and ``multipliers()`` reads them, so no algorithm writes either.
+
+Subclass contract: ``step`` (and the class variables below), optionally ``state_attributes``
+with ``_init_state``. Nothing else is overridden.
 
 Packed seeds (``seeds=K``, see ``ctrain_dist/packed.py``): every parameter then carries a
 leading seed dimension, ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``, and all state
@@ -38,10 +45,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
+
+from ctrain_dist.algorithms.multiplier import Multiplier
 
 Estimate = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 """The stochastic oracle: a fresh minibatch's mean loss and its ``m`` constraint values."""
@@ -57,8 +66,14 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Algorithm(ABC):
-    """A stochastic (constrained) training algorithm over a list of parameters."""
+HP = TypeVar("HP", bound=Hyperparameters)
+
+
+class Algorithm(ABC, Generic[HP]):
+    """A stochastic (constrained) training algorithm over a list of parameters.
+
+    Generic in its hyperparameters' model, so that ``self.hp`` has the subclass's fields.
+    """
 
     name: ClassVar[str]
     constrained: ClassVar[bool]
@@ -70,12 +85,17 @@ class Algorithm(ABC):
     batchable: ClassVar[bool] = True
     """Whether ``step`` broadcasts over a leading seed dimension (packed seeds); false when it
     solves subproblems on the host, one seed at a time."""
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+    """The attributes ``state_dict`` saves besides ``iteration``, each under its name: tensors
+    or lists of tensors (per-seed state), :class:`Multiplier` objects and anything else with
+    ``state_dict``/``load_state_dict`` (a torch optimiser), a ``torch.Generator``, or Python
+    numbers. The multipliers among them, in this order, are ``multipliers()``."""
 
     def __init__(
         self,
         params: Iterable[torch.nn.Parameter],
         num_constraints: int,
-        hp: Hyperparameters,
+        hp: HP,
         seeds: int | None = None,
     ) -> None:
         self.params = list(params)
@@ -89,6 +109,12 @@ class Algorithm(ABC):
         self.hp = hp
         self.seeds = seeds
         self.iteration = 0
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Create the attributes named in ``state_attributes`` (and whatever else the step
+        needs) from ``self.hp``; called once, at the end of ``__init__``, when parameters,
+        device, dtype and ``batch_shape`` are known."""
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -102,6 +128,20 @@ class Algorithm(ABC):
     @property
     def dtype(self) -> torch.dtype:
         return self.params[0].dtype
+
+    def _multiplier(
+        self, init: float = 0.0, lower: float = 0.0, upper: float | None = None
+    ) -> Multiplier:
+        """Multipliers of the ``m`` constraints in ``[lower, upper]``, one row per seed
+        (``(*batch_shape, m)``), on the parameters' device and dtype."""
+        return Multiplier(
+            (*self.batch_shape, self.num_constraints),
+            device=self.device,
+            dtype=self.dtype,
+            init=init,
+            lower=lower,
+            upper=upper,
+        )
 
     def _zeros(self, *size: int) -> torch.Tensor:
         """Per-seed state of shape ``(*batch_shape, *size)`` (multipliers, their memories)."""
@@ -131,14 +171,27 @@ class Algorithm(ABC):
         """One iteration; returns detached tensors worth logging (at least ``loss``)."""
 
     def multipliers(self) -> torch.Tensor:
-        """Current dual variables (empty for methods without them)."""
-        return self._zeros(0)
+        """A copy of the current dual variables, ``[m]`` or ``[K, m]`` for packed seeds: the
+        :class:`Multiplier` values among ``state_attributes``, concatenated along the last
+        dimension (``m = 0`` for methods without them)."""
+        duals = [
+            value.value
+            for name in self.state_attributes
+            if isinstance(value := getattr(self, name), Multiplier)
+        ]
+        return torch.cat(duals, -1) if duals else self._zeros(0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"iteration": self.iteration}
+        """``iteration`` and every attribute in ``state_attributes``, copied (later steps do
+        not change a saved state)."""
+        names = ("iteration", *self.state_attributes)
+        return {name: _saved(getattr(self, name)) for name in names}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
+        """Resume from ``state_dict()``: each attribute takes the saved value, on its current
+        device and dtype."""
+        for name in ("iteration", *self.state_attributes):
+            setattr(self, name, _restored(getattr(self, name), state[name]))
 
     def _backward(self, target: torch.Tensor) -> None:
         """Fresh gradients of ``target`` (one value per seed) in every parameter's ``.grad``.
@@ -162,6 +215,35 @@ class Algorithm(ABC):
                 # parameter (the same arithmetic, so the same result bit for bit).
                 products = torch._foreach_mul([p.grad for p in params], step_size)
                 torch._foreach_sub_(params, products)
+
+
+def _saved(value: Any) -> Any:
+    """A copy of one piece of state (see ``Algorithm.state_attributes``)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, list):
+        return [_saved(item) for item in value]
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, int | float):
+        return value
+    return value.state_dict()
+
+
+def _restored(current: Any, saved: Any) -> Any:
+    """``current`` holding ``saved``: a tensor on ``current``'s device and dtype, a stateful
+    object loaded in place."""
+    if isinstance(current, torch.Tensor):
+        return torch.as_tensor(saved, device=current.device, dtype=current.dtype).clone()
+    if isinstance(current, list):
+        return [_restored(item, s) for item, s in zip(current, saved, strict=True)]
+    if isinstance(current, torch.Generator):
+        current.set_state(saved)
+        return current
+    if isinstance(current, int | float):
+        return type(current)(saved)
+    current.load_state_dict(saved)
+    return current
 
 
 def max_violation(c: torch.Tensor) -> torch.Tensor:

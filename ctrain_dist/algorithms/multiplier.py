@@ -1,0 +1,90 @@
+r"""The dual variable: Lagrange multipliers, their ascent step and their projection.
+
+One object for what every primal-dual method keeps (Cooper's ``Multiplier``, smaller): the
+tensor :math:`\lambda`, the set :math:`\Lambda` it lives in, the step that moves it and the
+state that resumes it. The algorithms differ in the direction they feed it, never in how it
+is stored, projected or checkpointed.
+
+The set is a box, :math:`\Lambda = \{\lambda : l \le \lambda_i \le u\}`:
+
+* :math:`l = 0, u = \infty`: the nonnegative orthant, the multipliers of inequality
+  constraints :math:`c(x) \le 0`;
+* :math:`l = 0, u = \Lambda`: the orthant cut at a bound, which keeps the multipliers bounded
+  as SSL-ALM's analysis assumes (``dual_bound`` of ALM, SSL-ALM and νPI);
+* :math:`0 < l \le u`: PBM's multipliers, which must stay positive.
+
+A box is separable, so the Euclidean projection is the elementwise clamp,
+:math:`\Pi_\Lambda(v)_i = \min(u, \max(l, v_i))`. Two ways to move:
+
+.. math::
+    \text{ascend:}\quad \lambda \leftarrow \Pi_\Lambda(\lambda + \eta\, d), \qquad
+    \text{update:}\quad \lambda \leftarrow \Pi_\Lambda(v).
+
+With :math:`d = c(x)`, the gradient of the Lagrangian :math:`f + \lambda^\top c` in
+:math:`\lambda`, ``ascend`` is projected gradient ascent (ALM, SSL-ALM); νPI feeds its
+controller's output as :math:`d`; PBM computes the new value :math:`v = u \odot
+\varphi'(\bar c / p)` itself and hands it to ``update``.
+
+Invariants: the value lies in :math:`\Lambda` from the start (the initial value is checked)
+and after every write (each one projects); it is never part of an autograd graph (inputs are
+detached); it is a tensor on the parameters' device and dtype of shape ``(*batch_shape, m)``,
+one row per packed seed (``base``), which every operation broadcasts over. Nothing is read on
+the host. The arithmetic is ``λ + η·d`` then a clamp, the same operations in the same order as
+the hand-written duals it replaced, so trajectories are bitwise what they were.
+
+``state_dict`` holds the value only: the bounds are hyperparameters, and the algorithm that
+owns the multiplier rebuilds them from its configuration before loading.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Multiplier:
+    r"""Multipliers :math:`\lambda \in [l, u]` of shape ``shape``, filled with ``init``
+    (which must lie in the box); the maths is in the module docstring."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        init: float = 0.0,
+        lower: float = 0.0,
+        upper: float | None = None,
+    ) -> None:
+        if not lower <= init <= (math.inf if upper is None else upper):
+            raise ValueError(f"initial multiplier {init} is outside [{lower}, {upper}]")
+        self.lower = lower
+        self.upper = upper
+        self.value = torch.full(shape, init, device=device, dtype=dtype)
+
+    def project(self, value: torch.Tensor) -> torch.Tensor:
+        r""":math:`\Pi_\Lambda(v)`: ``value`` clamped into the box, elementwise."""
+        return value.clamp(self.lower, self.upper)
+
+    def ascend(self, step_size: float, direction: torch.Tensor) -> None:
+        r""":math:`\lambda \leftarrow \Pi_\Lambda(\lambda + \eta\, d)`, with ``d``
+        (e.g. the constraint values) detached and cast to the multipliers' dtype."""
+        self.update(self.value + step_size * direction.detach().to(self.value.dtype))
+
+    def update(self, value: torch.Tensor) -> None:
+        r""":math:`\lambda \leftarrow \Pi_\Lambda(v)` for a new value computed by the caller."""
+        self.value = self.project(value.detach().to(self.value.dtype))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"value": self.value.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the value onto this multiplier's device and dtype; its shape must match."""
+        saved = state["value"]
+        if saved.shape != self.value.shape:
+            raise ValueError(
+                f"saved multipliers have shape {tuple(saved.shape)}, "
+                f"these {tuple(self.value.shape)}"
+            )
+        self.value = saved.to(device=self.value.device, dtype=self.value.dtype).clone()
