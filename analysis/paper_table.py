@@ -33,22 +33,28 @@ from ctrain_dist.analysis.report.document import (
     render_markdown,
 )
 from ctrain_dist.analysis.report.sections import paper_table
+from ctrain_dist.store.schema import ALGORITHM, CONFIG_JSON, SEED
 
 SYNTHETIC_WORD = "synthetic"
 DATA_KEYS: tuple[str, ...] = ("dataset", "task", "states", "year", "horizon", "sensitive")
 
 
+def _configs(trials: pd.DataFrame) -> pd.Series:
+    """The trials' configurations as JSON text, where recorded."""
+    return trials[CONFIG_JSON].dropna() if CONFIG_JSON in trials else pd.Series()
+
+
 def is_synthetic(trials: pd.DataFrame) -> bool:
     """Whether the trials' data is synthetic: its group names or data spec say so."""
     names = " ".join(group_names(trials)).lower()
-    configs = trials["config_json"].dropna() if "config_json" in trials else pd.Series()
+    configs = _configs(trials)
     data = json.dumps(json.loads(configs.iloc[0]).get("data", {})).lower() if len(configs) else ""
     return SYNTHETIC_WORD in names or SYNTHETIC_WORD in data
 
 
 def dataset_label(trials: pd.DataFrame) -> str:
     """A short description of the data, e.g. ``folktables ACSIncome OK 2018 1-Year race``."""
-    configs = trials["config_json"].dropna() if "config_json" in trials else pd.Series()
+    configs = _configs(trials)
     if not len(configs):
         return "unknown data"
     data = json.loads(configs.iloc[0]).get("data", {})
@@ -59,12 +65,12 @@ def dataset_label(trials: pd.DataFrame) -> str:
 def build(trials: pd.DataFrame) -> tuple[str, Document]:
     """The table's caption and a one-table ``Document`` for it."""
     selected = stats.select_configurations(trials)
-    algorithms = sorted(set(selected["algorithm"]))
+    algorithms = sorted(set(selected[ALGORITHM]))
     metrics = [m for m in PAPER_COLUMNS if m in selected.columns]
     table = paper_table(stats.summarise(selected, metrics), algorithms)
     if table is None:
         raise ValueError("the store's trials carry none of the paper's test metrics")
-    seeds = selected.groupby("algorithm")["seed"].nunique()
+    seeds = selected.groupby(ALGORITHM)[SEED].nunique()
     count = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
     kind = "SYNTHETIC data" if is_synthetic(trials) else "data"
     caption = (

@@ -3,12 +3,12 @@
 Two processes are started by ``distributed.launch_local`` and form one gloo group. Within the
 same launch, repetitions alternate between
 
-- ``one process``: rank 0 alone trains a ``_Run`` built with a single worker (no process
+- ``one process``: rank 0 alone trains a ``ModelLearner`` built with a single worker (no process
   group, no DDP) while rank 1 waits at a barrier, so that core is idle as it would be;
-- ``two processes``: both ranks train a ``_Run`` of the group (DDP, each rank half of the
+- ``two processes``: both ranks train a ``ModelLearner`` of the group (DDP, each rank half of the
   global minibatch, statistics summed by ``distributed.exact_statistics``).
 
-Each step is exactly the trainer's (``algorithm.step(run.estimate)``; SSL-ALM, two minibatch
+Each step is exactly the loop's (``algorithm.step(learner.estimate)``; SSL-ALM, two minibatch
 estimates a step). ``exact_statistics`` is timed by a wrapper around the real function, so the
 share of the step spent in the constraint all-reduce is measured, not estimated; DDP's own
 gradient all-reduce (during backward) is in the rest. Global batch sizes: the benchmark's 64,
@@ -33,7 +33,7 @@ from torch.multiprocessing import ProcessExitedException
 from benchmarks import Section, print_figures, ratios, spread
 from ctrain_dist.data.load import load_data
 from ctrain_dist.spec import TrialSpec, parse_spec
-from ctrain_dist.trial import trainer as trainer_module
+from ctrain_dist.trial import learner as learner_module
 from ctrain_dist.trial.distributed import Workers, join_workers, launch_local
 
 BATCHES = (64, 4096)
@@ -56,11 +56,11 @@ def trial(batch_size: int) -> TrialSpec:
 
 
 class _AllReduceClock:
-    """Wraps the trainer's ``exact_statistics`` (the real one) and sums the time spent in it."""
+    """Wraps the learner's ``exact_statistics`` (the real one) and sums the time spent in it."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self.original = trainer_module.exact_statistics
+        self.original = learner_module.exact_statistics
 
     def __call__(self, local: torch.Tensor, workers: Workers) -> torch.Tensor:
         started = time.perf_counter()
@@ -70,11 +70,10 @@ class _AllReduceClock:
             self.seconds += time.perf_counter() - started
 
 
-def _steps(run: trainer_module._Run, count: int) -> float:
+def _steps(learner: learner_module.ModelLearner, count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
-        run.algorithm.step(run.estimate)
-        run.step += 1
+        learner.algorithm.step(learner.estimate)
     return (time.perf_counter() - started) / count
 
 
@@ -96,14 +95,14 @@ def _worker(repeats: int, steps: int, out: str) -> None:
     cpu = torch.device("cpu")
     workers = join_workers(cpu)
     clock = _AllReduceClock()
-    trainer_module.exact_statistics = clock
+    learner_module.exact_statistics = clock
     figures: dict[str, Any] = {"world_size": workers.world_size, "batches": {}}
     for batch in BATCHES:
         spec = trial(batch)
         data = load_data(spec.data, spec.split)
         calls = max(2, steps * 64 // batch)
-        group = trainer_module._Run(spec, data, workers, cpu)
-        solo = trainer_module._Run(spec, data, Workers(), cpu) if workers.is_main else None
+        group = learner_module.ModelLearner(spec, data, workers, cpu)
+        solo = learner_module.ModelLearner(spec, data, Workers(), cpu) if workers.is_main else None
         _steps(group, calls)
         if solo is not None:
             _steps(solo, calls)

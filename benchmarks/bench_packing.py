@@ -2,8 +2,8 @@
 
 The spec is the quickstart's (embedded Adult, MLP 64-32, batch 64, a loss-gap constraint,
 float32, one thread per trial) for ``sgd`` and ``ssl_alm`` (two minibatches a step). Every
-figure comes from the real loops, ``trainer.train`` for a separate trial and
-``packed.train_pack`` for a pack, each run twice, for ``base`` and ``base + steps`` steps with
+figure comes from the real loop, ``loop.train``, for a separate trial and for a pack, each run
+twice, for ``base`` and ``base + steps`` steps with
 evaluation only at the first and the last step: the difference is the cost of ``steps`` training
 steps alone, setup and evaluation cancelled out (the least of 3 such measurements).
 
@@ -34,8 +34,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from ctrain_dist.data.load import load_data
 from ctrain_dist.spec import TrialSpec, load_spec
-from ctrain_dist.trial.packed import Pack, train_pack
-from ctrain_dist.trial.trainer import train
+from ctrain_dist.trial.loop import train
+from ctrain_dist.trial.packed import PackedLearner
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 ALGORITHMS = ("sgd", "ssl_alm")
@@ -83,10 +83,10 @@ def _cost(run: Callable[[int], list[dict[str, Any]]], base: int, steps: int) -> 
 def _throughput(algorithm: str, seeds: int | None, base: int, steps: int) -> dict[str, float]:
     """Seed-steps per second of one seed alone (``seeds`` None) or of a pack of ``seeds``."""
     if seeds is None:
-        cost = _cost(lambda n: [train(_trials(algorithm, 1, n)[0], _Discard())], base, steps)
+        cost = _cost(lambda n: train(_trials(algorithm, 1, n), _Discard()), base, steps)
         seeds = 1
     else:
-        cost = _cost(lambda n: train_pack(_trials(algorithm, seeds, n), _Discard()), base, steps)
+        cost = _cost(lambda n: train(_trials(algorithm, seeds, n), _Discard()), base, steps)
     return {
         "cpu_seed_steps_per_s": seeds * steps / cost["cpu_s"],
         "wall_seed_steps_per_s": seeds * steps / cost["wall_s"],
@@ -98,7 +98,7 @@ def _matmul_floor(algorithm: str, seeds: int, steps: int) -> float:
     (with a backward pass where the step takes gradients) on the step's minibatches, and
     nothing else. A step's passes are read off one real step of the algorithm."""
     trials = _trials(algorithm, seeds, steps)
-    pack = Pack(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
+    pack = PackedLearner(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
     with_gradient: list[bool] = []
 
     def counted() -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +133,7 @@ def _matmul_floor(algorithm: str, seeds: int, steps: int) -> float:
 def _profile(algorithm: str, seeds: int, steps: int = 20, top: int = 8) -> dict[str, float]:
     """Share of the packed step's CPU self time by operator, the ``top`` largest."""
     trials = _trials(algorithm, seeds, steps)
-    pack = Pack(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
+    pack = PackedLearner(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
     for _ in range(3):
         pack.algorithm.step(pack.estimate)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:

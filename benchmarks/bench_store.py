@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 
 from ctrain_dist import store
+from ctrain_dist.store.schema import TEST, final_column
 
 ALGORITHMS = ("sgd", "adam", "ssl_alm", "switching_subgradient")
 SPLITS = ("train", "val", "test")
@@ -82,7 +83,8 @@ def _trial(index: int, rows: int, rng: np.random.Generator) -> tuple[list[dict],
     ]
     now = datetime.now(UTC)
     trial = {**base, "status": "finished", "started_at": now, "ended_at": now, "hp_lr": 0.05}
-    trial.update({f"final_test_{m}": float(v) for m, v in zip(METRICS, values[-1], strict=True)})
+    last = zip(METRICS, values[-1], strict=True)
+    trial.update({final_column(TEST, m): float(v) for m, v in last})
     return evals, trial
 
 

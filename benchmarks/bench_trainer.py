@@ -4,8 +4,9 @@ Setting (the Folktables benchmark's network): the embedded UCI Adult data in mem
 by sex, the MLP d → 64 → 32 → 1, batch 64, float32, one thread, a loss-gap constraint
 (bound 0.05). Candidates, each holding its own model and optimiser state across repetitions:
 
-- ``framework:<algorithm>``: exactly what ``trainer.train`` does per step without evaluation:
-  ``run.algorithm.step(run.estimate)`` on a ``_Run``, the step counter, the budget check.
+- ``framework:<algorithm>``: exactly what ``loop.train`` does per step without evaluation:
+  ``learner.algorithm.step(learner.estimate)`` on a ``ModelLearner``, the step counter, the
+  budget check (``loop.budget_spent``).
   ``estimate`` is the whole oracle: sampler → index gather → forward →
   ``ConstrainedProblem.statistics`` → ``exact_statistics`` → ``evaluate``.
 - ``bare:<algorithm>``: the same algorithm written as a minimal loop by hand: a permutation
@@ -48,8 +49,9 @@ from ctrain_dist.data.load import load_data
 from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.spec import TrialSpec, parse_spec
 from ctrain_dist.trial.distributed import Workers
+from ctrain_dist.trial.learner import ModelLearner
+from ctrain_dist.trial.loop import budget_spent
 from ctrain_dist.trial.model import build_mlp
-from ctrain_dist.trial.trainer import _Run
 
 BOUND = 0.05
 BATCH = 64
@@ -78,21 +80,24 @@ def trial_specs() -> dict[str, TrialSpec]:
 
 
 def framework_step(trial: TrialSpec, data: TabularData) -> Callable[[], None]:
-    """One trainer step of ``trial``: the body of ``trainer.train``'s loop, evaluation aside."""
-    run = _Run(trial, data, Workers(), torch.device("cpu"))
-    every = trial.training.eval_every
+    """One training step of ``trial``: the body of ``loop.Loop.run``'s loop, evaluation aside."""
+    learner = ModelLearner(trial, data, Workers(), torch.device("cpu"))
+    budget, every = trial.training.budget, trial.training.eval_every
     started = time.perf_counter()
-    evaluations_due = 0
+    step = evaluations_due = 0
 
-    def step() -> None:
-        nonlocal evaluations_due
-        if run.budget_spent(time.perf_counter() - started):
+    def spent() -> bool:
+        return budget_spent(budget, step, time.perf_counter() - started)
+
+    def one_step() -> None:
+        nonlocal step, evaluations_due
+        if spent():
             raise RuntimeError("a benchmark step ran past the trial's budget")
-        run.algorithm.step(run.estimate)
-        run.step += 1
-        evaluations_due += run.step % every == 0 or run.budget_spent(time.perf_counter() - started)
+        learner.algorithm.step(learner.estimate)
+        step += 1
+        evaluations_due += step % every == 0 or spent()
 
-    return step
+    return one_step
 
 
 class _Batches:

@@ -235,7 +235,14 @@ class GroupGap(Constraint):
             return sums, member.sum(dim=1, keepdim=True).expand_as(sums)
         return member @ (values * eligible), member @ eligible
 
-    def batch_value(self, logits, labels, groups, weights=None, losses=None):
+    def batch_value(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        losses: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Pairwise gaps straight from the group sums: sums, one division, one product.
 
         The channel each measure reads is folded into the ``by_channel`` contrast, so the
@@ -297,7 +304,9 @@ class LossGap(GroupGap):
     channels = 1
     measures = ("loss",)
 
-    def _quantities(self, logits, labels, losses):
+    def _quantities(
+        self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if losses is None:
             losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         return losses[:, None], None
@@ -319,7 +328,9 @@ class PositiveRateGap(GroupGap):
     channels = 2
     measures = ("positive_rate",)
 
-    def _quantities(self, logits, labels, losses):
+    def _quantities(
+        self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         values = torch.stack([torch.sigmoid(logits), (logits > 0).to(logits.dtype)], dim=1)
         return values, None
 
@@ -341,7 +352,9 @@ class EqualizedOdds(GroupGap):
     channels = 4
     measures = ("tpr", "fpr")
 
-    def _quantities(self, logits, labels, losses):
+    def _quantities(
+        self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         soft, hard = torch.sigmoid(logits), (logits > 0).to(logits.dtype)
         positive = (labels > 0.5).to(logits.dtype)
         negative = 1 - positive
@@ -375,7 +388,14 @@ class WeightNorm(Constraint):
         self.num_values = len(self.weights)
         self.num_statistics = self.num_values + 1
 
-    def statistics(self, logits, labels, groups, weights=None, losses=None):
+    def statistics(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        losses: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         rows = _row_weights(logits, weights).sum()
         squares = torch.stack([(w.to(logits.dtype) ** 2).sum() for w in self.weights])
         return torch.cat([rows[None], squares * rows])

@@ -15,13 +15,18 @@ from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
 from ctrain_dist.algorithms.pbm import quadratic_logarithmic, quadratic_reciprocal
 
 
-def _problem(start: float = 0.0, sigma: float = 0.0, seed: int = 0):
-    x = torch.nn.Parameter(torch.tensor([start], dtype=torch.float64))
+def _problem(start: float = 0.0, sigma: float = 0.0, seed: int = 0, seeds: int | None = None):
+    """The unit problem's parameter, oracle and the oracle's generator; with ``seeds``, that
+    many packed copies (``x: [K, 1]``) started at ``start, start + 1, ...``."""
+    batch = () if seeds is None else (seeds,)
+    starts = start + torch.arange(seeds or 1, dtype=torch.float64)
+    x = torch.nn.Parameter(starts.reshape(*batch, 1))
     generator = torch.Generator().manual_seed(seed)
 
     def estimate():
-        noise = sigma * torch.randn(2, generator=generator, dtype=torch.float64)
-        return ((x - 2) ** 2).sum() + noise[0] * x.sum(), x - 1 + noise[1]
+        noise = sigma * torch.randn(*batch, 2, generator=generator, dtype=torch.float64)
+        loss = ((x - 2) ** 2).sum(-1) + noise[..., 0] * x.sum(-1)
+        return loss, x - 1 + noise[..., 1:]
 
     return x, estimate, generator
 
@@ -212,12 +217,30 @@ def test_step_never_reads_a_tensor_value_on_the_host(name, start):
     assert detector.syncs == []
 
 
+def _assert_bitwise_equal(a, b, where: str = "state") -> None:
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_bitwise_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_bitwise_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("seeds", [None, 3], ids=["one", "packed"])
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_state_dict_resumes_the_same_trajectory_bitwise(name):
+def test_state_dict_resumes_the_same_trajectory_bitwise(name, seeds):
+    if seeds is not None and not ALGORITHMS[name].batchable:
+        pytest.skip(f"{name} trains one seed at a time")
     k = 6
-    x, estimate, generator = _problem(sigma=0.1)
-    hp = {"inner_steps": 4} if name == "pbm" else {}
-    algorithm = build_algorithm(name, [x], 1, hp)
+    x, estimate, generator = _problem(sigma=0.1, seeds=seeds)
+    hp = {"inner_steps": 4} if name == "pbm" else {}  # the resumed steps cross outer iterations
+    algorithm = build_algorithm(name, [x], 1, hp, seeds)
     for _ in range(k):
         algorithm.step(estimate)
     saved_x = x.detach().clone()
@@ -226,17 +249,18 @@ def test_state_dict_resumes_the_same_trajectory_bitwise(name):
     for _ in range(k):
         algorithm.step(estimate)
 
-    y, other_estimate, other_generator = _problem(start=123.0, sigma=0.1, seed=99)
+    y, other_estimate, other_generator = _problem(start=123.0, sigma=0.1, seed=99, seeds=seeds)
     with torch.no_grad():
         y.copy_(saved_x)
     other_generator.set_state(saved_oracle)
-    resumed = build_algorithm(name, [y], 1, hp)
+    resumed = build_algorithm(name, [y], 1, hp, seeds)
     resumed.load_state_dict(saved_state)
+    _assert_bitwise_equal(resumed.state_dict(), saved_state, "loaded")
     for _ in range(k):
         resumed.step(other_estimate)
     assert torch.equal(y, x)
     assert torch.equal(resumed.multipliers(), algorithm.multipliers())
-    assert resumed.state_dict().keys() == algorithm.state_dict().keys()
+    _assert_bitwise_equal(resumed.state_dict(), algorithm.state_dict())
 
 
 def test_host_sync_detector_sees_item_and_python_branching():

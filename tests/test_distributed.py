@@ -14,8 +14,9 @@ from ctrain_dist.constraints import ConstrainedProblem, LossGap
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.sampler import MinibatchSampler
 from ctrain_dist.spec import load_spec
+from ctrain_dist.store.schema import TEST, final_column
 from ctrain_dist.trial import distributed
-from ctrain_dist.trial.trainer import train
+from ctrain_dist.trial.loop import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 STEPS = 100
@@ -55,15 +56,15 @@ def _trials(name: str = "invariance"):
 def _train_all(folder: str) -> None:
     """Every rank trains every algorithm's trial; rank 0 checkpoints each at the last step."""
     for trial in _trials():
-        train(trial, ListSink(), checkpoint=Path(folder) / f"{trial.algorithm}.pt")
+        train([trial], ListSink(), checkpoint=Path(folder) / f"{trial.algorithm}.pt")
 
 
 def _counting_worker(folder: str) -> None:
     """Counts this package's collectives and the oracle's calls during each algorithm's run."""
-    from ctrain_dist.trial import trainer as trainer_module
+    from ctrain_dist.trial.learner import ModelLearner
 
     calls = {"all_reduce": 0, "estimate": 0}
-    all_reduce, estimate = dist.all_reduce, trainer_module._Run.estimate
+    all_reduce, estimate = dist.all_reduce, ModelLearner.estimate
 
     def counted_all_reduce(*args, **kwargs):
         calls["all_reduce"] += 1
@@ -74,12 +75,12 @@ def _counting_worker(folder: str) -> None:
         return estimate(self)
 
     dist.all_reduce = counted_all_reduce
-    trainer_module._Run.estimate = counted_estimate
+    ModelLearner.estimate = counted_estimate
     results = {}
     for trial in _trials():
         no_evaluation = trial.training.model_copy(update={"eval_every": 10 * STEPS})
         calls.update(all_reduce=0, estimate=0)
-        train(trial.model_copy(update={"training": no_evaluation}), ListSink())
+        train([trial.model_copy(update={"training": no_evaluation})], ListSink())
         results[trial.algorithm] = (calls["all_reduce"], calls["estimate"])
     if dist.get_rank() == 0:
         torch.save(results, Path(folder) / "counts.pt")
@@ -117,7 +118,8 @@ def test_two_workers_equal_one_process(checkpoints, algorithm):
     for key, value in one["algorithm"].items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(two["algorithm"][key], value, rtol=1e-9, atol=1e-11)
-    for row_one, row_two in zip(one["history"], two["history"], strict=True):
+    histories = (state["seeds"][0]["history"] for state in (one, two))
+    for row_one, row_two in zip(*histories, strict=True):
         constraints = [k for k in row_one if k.startswith(("constraint_", "multiplier_"))]
         for key in [*constraints, "objective"]:
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-9, abs=1e-11), key
@@ -237,8 +239,8 @@ def test_ctrain_train_with_two_processes_writes_the_metrics_of_one(tmp_path):
         trials = store.open(root).trials()
         assert len(trials) == 1 and trials["status"].iloc[0] == "finished"
         finals.append(trials.iloc[0])
-    columns = [c for c in finals[0].index if c.startswith("final_test_")]
-    assert "final_test_objective" in columns
+    columns = [c for c in finals[0].index if c.startswith(final_column(TEST, ""))]
+    assert final_column(TEST, "objective") in columns
     for column in columns:
         assert finals[1][column] == pytest.approx(finals[0][column], abs=1e-4, nan_ok=True), column
     assert finals[1]["workers"] == 2

@@ -22,8 +22,10 @@ from ctrain_dist.data.load import load_data
 from ctrain_dist.errors import SpecError
 from ctrain_dist.launch.ray_sweep import run_sweep
 from ctrain_dist.spec import load_spec, pack_trials
-from ctrain_dist.trial.packed import Pack, train_pack
-from ctrain_dist.trial.trainer import train
+from ctrain_dist.store.schema import SPLITS, final_column, group_column
+from ctrain_dist.trial import loop, runner
+from ctrain_dist.trial.loop import train
+from ctrain_dist.trial.packed import PackedLearner
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 STEPS = 100
@@ -76,11 +78,11 @@ def runs(request, tmp_path_factory):
     alone = []
     for trial in trials:
         sink, path = ListSink(), folder / f"{trial.trial_id}.pt"
-        train(trial, sink, checkpoint=path)
+        train([trial], sink, checkpoint=path)
         alone.append((sink, torch.load(path, weights_only=False)))
     packed = ListSink()
-    train_pack(trials, packed)
-    pack = Pack(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
+    train(trials, packed)
+    pack = PackedLearner(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
     for _ in range(STEPS):
         pack.algorithm.step(pack.estimate)
     return trials, alone, packed, pack
@@ -104,6 +106,13 @@ def _assert_seed_slice_close(alone, packed, seed: int, where: str) -> None:
         assert alone == packed, where
 
 
+def _is_rank_metric(key: str) -> bool:
+    """An AUC column of an evaluation row, or its ``final_<split>_`` column in a trials row."""
+    finals = [final_column(split, "") for split in SPLITS]
+    metric = next((key.removeprefix(f) for f in finals if key.startswith(f)), key)
+    return metric.startswith(("auc", group_column("auc", "")))
+
+
 def _assert_rows_close(alone: dict, packed: dict, where: str) -> None:
     assert alone.keys() == packed.keys(), where
     for key, value in alone.items():
@@ -111,8 +120,7 @@ def _assert_rows_close(alone: dict, packed: dict, where: str) -> None:
         if key in UNCOMPARED or key == "packed_with":
             continue
         if isinstance(value, float):
-            rank = key.removeprefix("final_").split("_", 1)[-1].startswith(("auc", "group_auc"))
-            tolerance = RANK if rank or key.startswith(("auc", "group_auc")) else TIGHT
+            tolerance = RANK if _is_rank_metric(key) else TIGHT
             assert (math.isnan(value) and math.isnan(other)) or abs(value - other) <= tolerance, (
                 f"{where}.{key}: {value!r} alone, {other!r} packed"
             )
@@ -167,10 +175,10 @@ def test_a_seed_that_diverges_ends_there_as_alone_while_the_rest_of_its_pack_tra
         ],
     )
     packed = ListSink()
-    train_pack(spec.trials(), packed)
+    train(spec.trials(), packed)
     for trial in spec.trials():
         sink = ListSink()
-        train(trial, sink)
+        train([trial], sink)
         (row,) = [row for row in packed.trial_rows if row["trial_id"] == trial.trial_id]
         assert (row["status"], row["steps"]) == (
             sink.trial_rows[0]["status"],
@@ -258,7 +266,7 @@ def test_packed_seeds_train_on_cuda_as_on_the_cpu():
     data = load_data(trials[0].data, trials[0].split)
     states = []
     for device in ("cpu", "cuda"):
-        pack = Pack(trials, data, torch.device(device))
+        pack = PackedLearner(trials, data, torch.device(device))
         for _ in range(STEPS):
             pack.algorithm.step(pack.estimate)
         states.append([p.detach().cpu() for p in pack.model.parameters()])
@@ -287,3 +295,117 @@ def test_a_packed_sweep_records_every_seed_and_its_resume_packs_only_the_new_see
     assert [len(ids) for ids in packs.sort_index()] == [3, 3, 3, 2, 2]
     assert trials.loc[trials["algorithm"] == "ghost", "packed_with"].isna().all()
     assert sum("ghost(): ghost solves per-seed subproblems" in line for line in logged) == 2
+
+
+# --- the runner: every launcher's way to train a pack ------------------------------------------
+
+
+def _small_pack(*overrides: str):
+    return _spec("sgd", "training.budget.steps=4", "training.eval_every=2", *overrides).trials()
+
+
+def _failing_estimate(failures: int):
+    """A stand-in for ``PackedLearner.estimate`` that raises on its first ``failures`` calls."""
+    real, calls = PackedLearner.estimate, []
+
+    def estimate(learner: PackedLearner):
+        calls.append(learner)
+        if len(calls) <= failures:
+            raise RuntimeError("the oracle broke")
+        return real(learner)
+
+    return estimate
+
+
+def test_a_pack_that_keeps_raising_records_an_error_row_per_seed_for_every_attempt(monkeypatch):
+    trials = _small_pack()
+    monkeypatch.setattr(PackedLearner, "estimate", _failing_estimate(10**9))
+    sink, logged = ListSink(), []
+    rows = runner.run_pack(trials, sink, attempts=3, log=logged.append)
+    assert [row["trial_id"] for row in rows] == [trial.trial_id for trial in trials]
+    assert {row["status"] for row in rows} == {"error"}
+    assert len(sink.trial_rows) == 3 * len(trials)
+    for trial in trials:
+        mine = [row for row in sink.trial_rows if row["trial_id"] == trial.trial_id]
+        assert len({row["attempt_id"] for row in mine}) == 3
+        assert all("the oracle broke" in row["error"] for row in mine)
+    assert len(logged) == 3 and all("the oracle broke" in line for line in logged)
+
+
+def test_a_pack_that_fails_once_is_retried_as_a_new_attempt_and_finishes(monkeypatch):
+    trials = _small_pack()
+    monkeypatch.setattr(PackedLearner, "estimate", _failing_estimate(1))
+    sink = ListSink()
+    rows = runner.run_pack(trials, sink, attempts=2, log=lambda _: None)
+    assert {row["status"] for row in rows} == {"finished"}
+    assert [row["status"] for row in sink.trial_rows] == ["error"] * 4 + ["finished"] * 4
+    errors, finished = sink.trial_rows[:4], sink.trial_rows[4:]
+    assert not {row["attempt_id"] for row in errors} & {row["attempt_id"] for row in finished}
+
+
+def test_a_trial_whose_data_fails_to_load_is_an_error_attempt_not_an_exception(monkeypatch):
+    (trial, *_) = _small_pack()
+
+    def unreadable(*args):
+        raise OSError("the data folder vanished")
+
+    monkeypatch.setattr(loop, "load_data", unreadable)
+    sink = ListSink()
+    (row,) = runner.run_pack([trial], sink, attempts=2, log=lambda _: None)
+    assert row["status"] == "error" and "the data folder vanished" in row["error"]
+    assert [r["status"] for r in sink.trial_rows] == ["error", "error"]
+
+
+def test_a_pack_whose_seeds_differ_in_more_than_their_seed_is_refused():
+    trials = _small_pack()
+    other = trials[1].model_copy(update={"hyperparameters": {"lr": 0.5}})
+    with pytest.raises(ValueError, match="differ in their seed only"):
+        runner.run_pack([trials[0], other], ListSink())
+
+
+def test_one_trial_trained_by_the_loop_and_as_a_pack_of_one_writes_the_same_rows():
+    (trial, *_) = _small_pack()
+    alone, pack_of_one = ListSink(), ListSink()
+    train([trial], alone)
+    runner.run_pack([trial], pack_of_one)
+    assert len(alone.eval_rows) == len(pack_of_one.eval_rows) == 3 * len(SPLITS)
+    for a, b in zip(
+        [*alone.eval_rows, *alone.trial_rows],
+        [*pack_of_one.eval_rows, *pack_of_one.trial_rows],
+        strict=True,
+    ):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if k not in UNCOMPARED} == {
+            k: v for k, v in b.items() if k not in UNCOMPARED
+        }
+
+
+@pytest.mark.parametrize(
+    "packing", [["--seeds", "4"], ["--set", "seeds_per_trial=4"]], ids=["--seeds", "spec"]
+)
+def test_ctrain_train_trains_each_pack_through_the_runner(tmp_path, monkeypatch, packing):
+    packs = []
+    run_pack = runner.run_pack
+
+    def spy(trials, sink, **options):
+        packs.append([trial.seed for trial in trials])
+        return run_pack(trials, sink, **options)
+
+    monkeypatch.setattr(runner, "run_pack", spy)
+    overrides = ["seeds=4", "algorithms=[{name: sgd}]", "training.budget.steps=4"]
+    arguments = [item for override in overrides for item in ("--set", override)]
+    assert main(["train", str(QUICKSTART), *arguments, *packing, "--store", str(tmp_path)]) == 0
+    assert packs == [[0, 1, 2, 3]]
+    trials = store.open(tmp_path).trials("quickstart")
+    assert len(trials) == 4 and (trials["status"] == "finished").all()
+
+
+def test_ctrain_train_records_every_failed_attempt_of_a_pack_and_exits_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(PackedLearner, "estimate", _failing_estimate(10**9))
+    overrides = ["seeds=2", "algorithms=[{name: sgd}]", "max_failures=1"]
+    arguments = [item for override in overrides for item in ("--set", override)]
+    code = main(["train", str(QUICKSTART), *arguments, "--seeds", "2", "--store", str(tmp_path)])
+    assert code == 1
+    attempts = store.open(tmp_path).trials("quickstart", all_attempts=True)
+    assert sorted(attempts["status"]) == ["error"] * 4  # 2 seeds × (1 + max_failures)
+    assert attempts.groupby("trial_id")["attempt_id"].nunique().tolist() == [2, 2]

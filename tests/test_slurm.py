@@ -1,5 +1,6 @@
 """Sweeps on a real SLURM through submitit: allocation mode (a Ray cluster inside the job),
-array mode, requeue, cancellation, token auth; and the dry run of a 4-node × 4-GPU profile.
+array mode (packed seeds included), requeue, cancellation, token auth; and, without SLURM, the
+dry run of a 4-node × 4-GPU profile, array packing and an array task's rerun.
 
 The SLURM tests start the dev cluster of ``slurm/dev-cluster`` (two virtual nodes on this
 machine, each with its own host name) once per session; they need root and apt, as in CI.
@@ -7,6 +8,7 @@ machine, each with its own host name) once per session; they need root and apt, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,8 +23,19 @@ import yaml
 from ctrain_dist import store
 from ctrain_dist.cli.main import main
 from ctrain_dist.errors import SpecError
-from ctrain_dist.launch.slurm import SlurmJobFailed, follow, job_states, submit
+from ctrain_dist.launch.plan import plan_packs
+from ctrain_dist.launch.slurm.accounting import job_states
+from ctrain_dist.launch.slurm.jobs import ArrayTrials
+from ctrain_dist.launch.slurm.layout import array_tasks
 from ctrain_dist.launch.slurm.profile import ClusterProfile, load_profile
+from ctrain_dist.launch.slurm.submit import (
+    SlurmJobFailed,
+    dry_run_text,
+    follow,
+    job_script,
+    make_executor,
+    submit,
+)
 from ctrain_dist.spec import SweepSpec, load_spec
 
 ROOT = Path(__file__).parents[1]
@@ -159,6 +172,62 @@ def test_a_trial_larger_than_a_task_is_refused_before_submitting(tmp_path):
     assert not (tmp_path / "submissions.jsonl").exists()
 
 
+def test_the_dry_run_script_is_the_one_submitit_submits(tmp_path):
+    """``job_script`` renders through submitit's private ``_make_sbatch_string`` and
+    ``_submitit_command_str``: this fails as soon as submitit renders its scripts otherwise."""
+    executor = make_executor(_profile(tmp_path / "jobs"), "ctrain-x", script_only=True)
+    submitted = executor._make_submission_file_text(executor._submitit_command_str, "uid")
+    assert job_script(executor) == submitted
+    executor.parameters["map_count"] = 3  # what submitit's map_array sets for a job array
+    submitted_array = executor._make_submission_file_text(executor._submitit_command_str, "uid")
+    del executor.parameters["map_count"]
+    assert job_script(executor, array_size=3) == submitted_array
+    assert "#SBATCH --array=0-2%2" in submitted_array
+
+
+def test_array_tasks_hold_whole_packs_in_order_and_never_split_one():
+    spec = _spec("packs", "seeds=3", "seeds_per_trial=2")
+    packs = plan_packs(spec, spec.trials())
+    assert [len(pack) for pack in packs] == [2, 1, 2, 1]
+    assert array_tasks(packs, 3) == [packs[:2], packs[2:]]
+    assert array_tasks(packs, 1) == [[pack] for pack in packs]  # a pack of 2 has a task alone
+
+
+def test_an_array_dry_run_shows_the_packs_and_the_array_submitit_submits(tmp_path):
+    spec = _spec("dry", "seeds=4", "seeds_per_trial=4")
+    text = dry_run_text(spec, tmp_path / "store", _profile(tmp_path, "mode=array"), False)
+    assert "#SBATCH --array=0-1%2" in text  # 2 packs of 4 seeds; 2 trials per task
+    assert "8 pending trials in 2 packs (up to 4 seeds trained together) -> 2 array tasks" in text
+
+
+def test_a_rerun_of_an_array_task_trains_only_the_seeds_the_store_lacks(tmp_path):
+    """What a requeued array task does: it asks the store first (no SLURM needed to check)."""
+    spec = _spec("rerun", "seeds=3", "seeds_per_trial=3", "algorithms=[{name: sgd}]")
+    (pack,) = plan_packs(spec, spec.trials())
+    task = ArrayTrials(tmp_path, attempts=1)
+    assert task([pack[:1]]) == {"finished": 1}
+    assert task([pack]) == {"skipped": 1, "finished": 2}
+    assert task([pack]) == {"skipped": 3}
+    attempts = store.open(tmp_path).trials("rerun", all_attempts=True)
+    assert sorted(attempts["trial_id"]) == sorted(t.trial_id for t in pack)
+    assert set(attempts["status"]) == {"finished"}
+    packed = attempts.dropna(subset=["packed_with"])
+    second_run = [t.trial_id for t in pack[1:]]
+    assert [json.loads(ids) for ids in packed["packed_with"]] == [second_run, second_run]
+
+
+def test_ctrain_status_loads_neither_submitit_nor_torch_nor_ray():
+    probe = (
+        "import sys\n"
+        "import ctrain_dist.cli.status\n"
+        "print(sorted(m for m in ('submitit', 'torch', 'ray') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 # --- on the dev cluster -----------------------------------------------------------------------
 
 
@@ -234,6 +303,30 @@ def test_status_shows_the_jobs_slurm_state_beside_the_trials_progress(array_run,
         return "COMPLETED" in out
 
     _wait_for(shows_completion, 60, "ctrain status to show the job COMPLETED")
+
+
+@pytest.fixture(scope="module")
+def packed_array_run(slurm_cluster, tmp_path_factory):
+    """2 configurations × 4 seeds in array mode, 4 seeds per pack, 2 trials per task."""
+    root = tmp_path_factory.mktemp("packed-array")
+    spec = _spec("packed", "seeds=4", "seeds_per_trial=4")
+    submission = submit(spec, root / "store", _profile(root / "jobs", "mode=array"))
+    return spec, root / "store", submission, follow(submission)
+
+
+@pytest.mark.slow
+def test_array_mode_trains_each_pack_whole_in_one_task(packed_array_run):
+    spec, store_root, submission, statuses = packed_array_run
+    assert statuses == {"finished": 8}
+    assert len(submission.jobs) == 2  # one task per pack of 4, though a task holds 2 trials
+    attempts = store.open(store_root).trials("packed", all_attempts=True)
+    finished = attempts[attempts["status"] == "finished"]
+    # every seed finished, and none twice (a second finished attempt would be listed twice)
+    assert sorted(finished["trial_id"]) == sorted(t.trial_id for t in spec.trials())
+    packs = {tuple(t.trial_id for t in pack) for pack in plan_packs(spec, spec.trials())}
+    assert {tuple(json.loads(ids)) for ids in finished["packed_with"]} == packs
+    for ids, trial_id in zip(finished["packed_with"], finished["trial_id"], strict=True):
+        assert trial_id in json.loads(ids)
 
 
 def _requeue_mid_sweep(tmp_path: Path, name: str, requeue) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,12 +11,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ctrain_dist import store
 from ctrain_dist.cli.main import main
-from ctrain_dist.store import StoreWarning, StoreWriter
+from ctrain_dist.store import Column, StoreWarning, StoreWriter, TableSchema, schema
 from ctrain_dist.store.sink import StoreSink
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -256,11 +259,11 @@ class ListSink:
 def real_trial() -> ListSink:
     """One real, tiny constrained trial (seconds): the rows the trainer really writes."""
     from ctrain_dist.spec import load_spec
-    from ctrain_dist.trial.trainer import train
+    from ctrain_dist.trial.loop import train
 
     overrides = ["seeds=1", "algorithms=[{name: ssl_alm}]", "training.budget.steps=4"]
     sink = ListSink()
-    train(load_spec(QUICKSTART, [*overrides, "training.eval_every=2"]).trials()[0], sink)
+    train(load_spec(QUICKSTART, [*overrides, "training.eval_every=2"]).trials()[:1], sink)
     return sink
 
 
@@ -303,6 +306,74 @@ def test_written_columns_take_their_declared_types(tmp_path: Path, real_trial) -
 
 def test_undeclared_columns_names_what_the_schema_lacks() -> None:
     assert store.undeclared_columns("evals", ["step", "group_loss_3", "surprise"]) == ["surprise"]
+
+
+def test_a_table_that_declares_a_column_twice_is_refused() -> None:
+    twice = [Column("seed", pa.int64(), "", "first"), Column("seed", pa.int64(), "", "again")]
+    with pytest.raises(ValueError, match="seed"):
+        TableSchema("t", "a table", ("seed",), tuple(twice))
+
+
+def test_the_name_builders_name_members_of_declared_families() -> None:
+    members = {
+        "trials": [
+            schema.final_column(schema.TEST, schema.OBJECTIVE),
+            schema.final_column(schema.VAL, schema.group_column("tpr", 1)),
+            schema.hyperparameter_column("lr"),
+            schema.version_column("torch"),
+        ],
+        "evals": [
+            schema.constraint_column(0),
+            schema.multiplier_column(2),
+            *(schema.group_column(rate, 3) for rate in schema.GROUP_RATES),
+        ],
+    }
+    for table, names in members.items():
+        assert store.undeclared_columns(table, names) == []
+
+
+# Only the schema spells a final_<split>_<metric> name: everyone else calls final_column.
+
+PACKAGE = ROOT / "ctrain_dist"
+SCHEMA_MODULE = PACKAGE / "store" / "schema.py"
+FINAL_NAME = re.compile(rf"final_({'|'.join(schema.SPLITS)})(_|$)")
+
+
+def hand_spelled_final_columns(source: str) -> list[int]:
+    """Lines of ``source`` with a string literal that spells a ``final_<split>…`` column, or
+    an f-string that builds one (``f"final_{split}_…"``) instead of calling ``final_column``."""
+    lines = set()
+    for node in ast.walk(ast.parse(source)):
+        spelled = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if spelled and FINAL_NAME.match(node.value):
+            lines.add(node.lineno)
+        head = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else None
+        if isinstance(head, ast.Constant) and str(head.value).startswith("final_"):
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_the_literal_finder_sees_spelled_and_built_final_names_only() -> None:
+    """Control: the scan below can fail."""
+    source = (
+        'a = "final_test_objective"\n'
+        'b = f"final_{split}_{metric}"\n'
+        'c = f"final_val_group_{rate}_{g}"\n'
+        "d = final_column(TEST, OBJECTIVE)\n"
+        'e = "finally"\n'
+    )
+    assert hand_spelled_final_columns(source) == [1, 2, 3]
+
+
+def test_no_module_but_the_schema_spells_a_final_column_name() -> None:
+    modules = [path for path in sorted(PACKAGE.rglob("*.py")) if path != SCHEMA_MODULE]
+    assert len(modules) > 1
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in modules
+        for line in hand_spelled_final_columns(path.read_text())
+    ]
+    assert not found, "use store.schema.final_column(split, metric):\n" + "\n".join(found)
 
 
 # Reading --------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A real two-trial sweep on a local Ray into a temporary store, and the report on that store."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
@@ -9,8 +10,13 @@ from ctrain_dist import store
 from ctrain_dist.analysis.report import write_report
 from ctrain_dist.cli.main import main
 from ctrain_dist.errors import SpecError
+from ctrain_dist.launch import ray_sweep
 from ctrain_dist.launch.ray_sweep import run_sweep
 from ctrain_dist.spec import load_spec
+from ctrain_dist.store import StoreWriter
+from ctrain_dist.store.schema import TEST, final_column
+from ctrain_dist.trial import runner
+from ctrain_dist.trial.records import error_row, trial_row
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 SMALL = [
@@ -36,8 +42,8 @@ def test_every_trial_has_one_finished_row_with_final_test_metrics(swept):
     trials = store.open(swept[0]).trials("two-trials")
     assert sorted(trials["algorithm"]) == ["sgd", "ssl_alm"]
     assert set(trials["status"]) == {"finished"}
-    for column in ("final_test_objective", "final_test_max_violation", "final_test_accuracy"):
-        assert trials[column].notna().all()
+    for metric in ("objective", "max_violation", "accuracy"):
+        assert trials[final_column(TEST, metric)].notna().all()
 
 
 def test_evals_hold_every_evaluation_point_for_every_split(swept):
@@ -90,3 +96,40 @@ def test_a_trial_request_larger_than_the_machine_exits_2(tmp_path, capsys):
     )
     assert code == 2
     assert "resources.cpus_per_trial" in capsys.readouterr().err
+
+
+def test_a_tune_trial_trains_its_pack_through_the_runner_retrying_max_failures_times(
+    monkeypatch, tmp_path
+):
+    spec = load_spec(QUICKSTART, [*SMALL, "seeds=3", "seeds_per_trial=3", "max_failures=2"])
+    (pack,) = [pack for pack in spec.packs() if pack[0].algorithm == "sgd"]
+    calls = []
+    monkeypatch.setattr(
+        runner, "run_pack", lambda trials, sink, **options: calls.append((trials, sink, options))
+    )
+    _, fixed = ray_sweep._trainable(spec, tmp_path)
+    ray_sweep.run_trial({"pack": [trial.model_dump(mode="json") for trial in pack], **fixed})
+    ((trials, sink, options),) = calls
+    assert trials == pack and isinstance(sink, ray_sweep.TuneSink)
+    assert options == {"attempts": 3}
+
+
+def test_the_driver_counts_each_trial_by_its_latest_row_and_records_an_actor_crash_per_seed(
+    tmp_path,
+):
+    spec = load_spec(QUICKSTART, [*SMALL, "seeds=2"])
+    retried, *crashed = spec.trials()[:3]
+    logged: list[str] = []
+    callback = ray_sweep.StoreCallback(StoreWriter(tmp_path, spec.name), 3, logged.append)
+    for row in (error_row(retried, "the oracle broke"), trial_row(retried, "a" * 32, "finished")):
+        callback.on_trial_result(0, [], None, {"ctrain_trial": ray_sweep._encode(row)})
+    actor = SimpleNamespace(
+        config={"pack": [t.model_dump(mode="json") for t in crashed]},
+        get_error=lambda: "the actor died",
+    )
+    callback.on_trial_error(0, [], actor)
+    callback.on_experiment_end([])
+    assert callback.statuses == {"finished": 1, "error": 2}
+    attempts = store.open(tmp_path).trials(spec.name, all_attempts=True)
+    assert sorted(attempts["status"]) == ["error", "error", "error", "finished"]
+    assert len(logged) == 4 and "the actor died" in logged[-1]

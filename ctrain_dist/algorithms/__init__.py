@@ -1,4 +1,5 @@
-"""Algorithms by name: one file each, torch.optim-like (see ``base``)."""
+"""Algorithms by name: one file each, torch.optim-like (see ``base``), over one dual variable
+(``multiplier``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from ctrain_dist.algorithms.alm import ALM
 from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo
 from ctrain_dist.algorithms.ghost import StochasticGhost
+from ctrain_dist.algorithms.multiplier import Multiplier
 from ctrain_dist.algorithms.nupi import NuPI
 from ctrain_dist.algorithms.pbm import PBM
 from ctrain_dist.algorithms.penalty import Penalty
@@ -27,6 +29,7 @@ __all__ = [
     "Algorithm",
     "Estimate",
     "Hyperparameters",
+    "Multiplier",
     "StepInfo",
     "build_algorithm",
 ]

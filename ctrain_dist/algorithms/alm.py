@@ -29,19 +29,9 @@ Fixed points satisfy the KKT conditions with :math:`\lambda^\star` the true mult
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import (
-    Algorithm,
-    Estimate,
-    Hyperparameters,
-    StepInfo,
-    info,
-    largest,
-)
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class ALMHyperparameters(Hyperparameters):
@@ -51,37 +41,25 @@ class ALMHyperparameters(Hyperparameters):
     dual_bound: float = Field(100.0, gt=0, description="multiplier bound Λ")
 
 
-class ALM(Algorithm):
+class ALM(Algorithm[ALMHyperparameters]):
     """Stochastic ALM; the update and its order are in the module docstring."""
 
     name = "alm"
     constrained = True
     paper = "Rockafellar 1973, Math. Programming 5:354–373 (stochastic single-loop form)"
     hyperparameters = ALMHyperparameters
+    state_attributes = ("duals",)
 
-    def __init__(
-        self, params, num_constraints: int, hp: ALMHyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
-        self.duals = self._zeros(num_constraints)
-
-    def multipliers(self) -> torch.Tensor:
-        return self.duals.clone()
+    def _init_state(self) -> None:
+        self.duals = self._multiplier(upper=self.hp.dual_bound)
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         loss, c = estimate()
-        c_now = c.detach().to(self.duals.dtype)
-        weights = (self.duals + hp.rho * c_now).clamp_min(0.0)
+        c_now = c.detach().to(self.dtype)
+        weights = (self.duals.value + hp.rho * c_now).clamp_min(0.0)
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
         self._descend(hp.lr)
-        self.duals = (self.duals + hp.dual_lr * c_now).clamp(0.0, hp.dual_bound)
+        self.duals.ascend(hp.dual_lr, c_now)
         self.iteration += 1
-        return info(loss, c, max_multiplier=largest(self.duals))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "duals": self.duals.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
+        return info(loss, c, self.duals)

@@ -27,10 +27,11 @@ iteration counter and each of them under its name, ``load_state_dict`` restores 
 of the fresh ones. Multipliers are :class:`~ctrain_dist.algorithms.multiplier.Multiplier`
 objects among that state, and ``multipliers()`` reads them, so no algorithm writes either.
 
-Subclass contract: ``step`` (and the class variables below), optionally ``state_attributes``
-with ``_init_state``. Nothing else is overridden.
+Subclass contract: ``step`` and the class variables below, plus ``state_attributes`` with
+``_init_state`` when there is state beyond the iteration counter; nothing else needs
+overriding.
 
-Packed seeds (``seeds=K``, see ``ctrain_dist/packed.py``): every parameter then carries a
+Packed seeds (``seeds=K``, see ``ctrain_dist/trial/packed.py``): every parameter then carries a
 leading seed dimension, ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``, and all state
 gains the same leading dimension (multipliers ``[K, m]``, logged values ``[K]``). Steps are
 written once for both layouts: per-seed quantities broadcast over the leading dimension
@@ -144,7 +145,7 @@ class Algorithm(ABC, Generic[HP]):
         )
 
     def _zeros(self, *size: int) -> torch.Tensor:
-        """Per-seed state of shape ``(*batch_shape, *size)`` (multipliers, their memories)."""
+        """Per-seed state of shape ``(*batch_shape, *size)`` (controller memories, sums)."""
         return torch.zeros((*self.batch_shape, *size), device=self.device, dtype=self.dtype)
 
     def _scalar(self, value: float) -> torch.Tensor:
@@ -175,15 +176,16 @@ class Algorithm(ABC, Generic[HP]):
         :class:`Multiplier` values among ``state_attributes``, concatenated along the last
         dimension (``m = 0`` for methods without them)."""
         duals = [
-            value.value
+            dual.value
             for name in self.state_attributes
-            if isinstance(value := getattr(self, name), Multiplier)
+            if isinstance(dual := getattr(self, name), Multiplier)
         ]
         return torch.cat(duals, -1) if duals else self._zeros(0)
 
     def state_dict(self) -> dict[str, Any]:
-        """``iteration`` and every attribute in ``state_attributes``, copied (later steps do
-        not change a saved state)."""
+        """``iteration`` and every attribute in ``state_attributes``, by name: tensors copied,
+        objects as their own ``state_dict`` (a torch optimiser's shares its buffers, as in
+        torch), a generator as its state."""
         names = ("iteration", *self.state_attributes)
         return {name: _saved(getattr(self, name)) for name in names}
 
@@ -258,10 +260,12 @@ def largest(values: torch.Tensor) -> torch.Tensor:
     return values.amax(-1) if values.shape[-1] else values.new_zeros(values.shape[:-1])
 
 
-def info(loss: torch.Tensor, c: torch.Tensor, **extra: torch.Tensor) -> StepInfo:
-    """The step's log: detached loss and worst violation, plus algorithm-specific scalars."""
-    return {
-        "loss": loss.detach(),
-        "max_violation": max_violation(c),
-        **{key: value.detach() for key, value in extra.items()},
-    }
+def info(
+    loss: torch.Tensor, c: torch.Tensor, duals: Multiplier | None = None, **extra: torch.Tensor
+) -> StepInfo:
+    """The step's log: detached loss and worst violation, the largest multiplier when the
+    algorithm has ``duals``, then algorithm-specific scalars."""
+    log = {"loss": loss.detach(), "max_violation": max_violation(c)}
+    if duals is not None:
+        log["max_multiplier"] = largest(duals.value)
+    return {**log, **{key: value.detach() for key, value in extra.items()}}

@@ -51,8 +51,6 @@ direction back; this is the only algorithm that synchronises inside ``step``. Th
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import osqp
 import torch
@@ -119,7 +117,7 @@ class _Moments:
         )
 
 
-class StochasticGhost(Algorithm):
+class StochasticGhost(Algorithm[GhostHyperparameters]):
     """Stochastic Ghost; the update, the sample bound and its bias are in the module docstring."""
 
     name = "ghost"
@@ -128,11 +126,10 @@ class StochasticGhost(Algorithm):
     hyperparameters = GhostHyperparameters
     data_parallel = False  # its Jacobian comes from autograd.grad, which DDP does not average
     batchable = False  # each seed's LP and QP are solved on the host, one at a time
+    state_attributes = ("generator",)
 
-    def __init__(
-        self, params, num_constraints: int, hp: GhostHyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
+    def _init_state(self) -> None:
+        hp = self.hp
         self.size = sum(p.numel() for p in self.params)
         seed = int(torch.randint(0, 2**62, (1,)))
         self.generator = torch.Generator().manual_seed(seed)
@@ -242,10 +239,3 @@ class StochasticGhost(Algorithm):
                 offset += p.numel()
         self.iteration += 1
         return info(loss, c, level=self._scalar(float(level)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.generator.set_state(state["generator"])

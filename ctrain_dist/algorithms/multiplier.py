@@ -1,11 +1,11 @@
 r"""The dual variable: Lagrange multipliers, their ascent step and their projection.
 
 One object for what every primal-dual method keeps (Cooper's ``Multiplier``, smaller): the
-tensor :math:`\lambda`, the set :math:`\Lambda` it lives in, the step that moves it and the
+tensor :math:`\lambda`, the set :math:`\mathcal{D}` it lives in, the step that moves it and the
 state that resumes it. The algorithms differ in the direction they feed it, never in how it
 is stored, projected or checkpointed.
 
-The set is a box, :math:`\Lambda = \{\lambda : l \le \lambda_i \le u\}`:
+The set is a box, :math:`\mathcal{D} = \{\lambda : l \le \lambda_i \le u\}`:
 
 * :math:`l = 0, u = \infty`: the nonnegative orthant, the multipliers of inequality
   constraints :math:`c(x) \le 0`;
@@ -14,18 +14,18 @@ The set is a box, :math:`\Lambda = \{\lambda : l \le \lambda_i \le u\}`:
 * :math:`0 < l \le u`: PBM's multipliers, which must stay positive.
 
 A box is separable, so the Euclidean projection is the elementwise clamp,
-:math:`\Pi_\Lambda(v)_i = \min(u, \max(l, v_i))`. Two ways to move:
+:math:`\Pi_{\mathcal{D}}(v)_i = \min(u, \max(l, v_i))`. Two ways to move:
 
 .. math::
-    \text{ascend:}\quad \lambda \leftarrow \Pi_\Lambda(\lambda + \eta\, d), \qquad
-    \text{update:}\quad \lambda \leftarrow \Pi_\Lambda(v).
+    \text{ascend:}\quad \lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d), \qquad
+    \text{update:}\quad \lambda \leftarrow \Pi_{\mathcal{D}}(v).
 
 With :math:`d = c(x)`, the gradient of the Lagrangian :math:`f + \lambda^\top c` in
 :math:`\lambda`, ``ascend`` is projected gradient ascent (ALM, SSL-ALM); νPI feeds its
 controller's output as :math:`d`; PBM computes the new value :math:`v = u \odot
 \varphi'(\bar c / p)` itself and hands it to ``update``.
 
-Invariants: the value lies in :math:`\Lambda` from the start (the initial value is checked)
+Invariants: the value lies in :math:`\mathcal{D}` from the start (the initial value is checked)
 and after every write (each one projects); it is never part of an autograd graph (inputs are
 detached); it is a tensor on the parameters' device and dtype of shape ``(*batch_shape, m)``,
 one row per packed seed (``base``), which every operation broadcasts over. Nothing is read on
@@ -64,16 +64,16 @@ class Multiplier:
         self.value = torch.full(shape, init, device=device, dtype=dtype)
 
     def project(self, value: torch.Tensor) -> torch.Tensor:
-        r""":math:`\Pi_\Lambda(v)`: ``value`` clamped into the box, elementwise."""
+        r""":math:`\Pi_{\mathcal{D}}(v)`: ``value`` clamped into the box, elementwise."""
         return value.clamp(self.lower, self.upper)
 
     def ascend(self, step_size: float, direction: torch.Tensor) -> None:
-        r""":math:`\lambda \leftarrow \Pi_\Lambda(\lambda + \eta\, d)`, with ``d``
+        r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d)`, with ``d``
         (e.g. the constraint values) detached and cast to the multipliers' dtype."""
         self.update(self.value + step_size * direction.detach().to(self.value.dtype))
 
     def update(self, value: torch.Tensor) -> None:
-        r""":math:`\lambda \leftarrow \Pi_\Lambda(v)` for a new value computed by the caller."""
+        r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(v)` for a value the caller computed."""
         self.value = self.project(value.detach().to(self.value.dtype))
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -26,19 +26,9 @@ value at :math:`x^t` (simultaneous updates, one minibatch per step). The project
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import (
-    Algorithm,
-    Estimate,
-    Hyperparameters,
-    StepInfo,
-    info,
-    largest,
-)
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class NuPIHyperparameters(Hyperparameters):
@@ -50,47 +40,29 @@ class NuPIHyperparameters(Hyperparameters):
     dual_bound: float = Field(100.0, gt=0, description="multiplier bound Λ")
 
 
-class NuPI(Algorithm):
+class NuPI(Algorithm[NuPIHyperparameters]):
     """νPI; the update and its order are in the module docstring."""
 
     name = "nupi"
     constrained = True
     paper = "Sohrabi et al. 2024, arXiv 2406.04558"
     hyperparameters = NuPIHyperparameters
+    state_attributes = ("duals", "smoothed_error")
 
-    def __init__(
-        self, params, num_constraints: int, hp: NuPIHyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
-        self.duals = self._zeros(num_constraints)
-        self.smoothed_error = self._zeros(num_constraints)
-
-    def multipliers(self) -> torch.Tensor:
-        return self.duals.clone()
+    def _init_state(self) -> None:
+        self.duals = self._multiplier(upper=self.hp.dual_bound)
+        self.smoothed_error = self._zeros(self.num_constraints)
+        """The controller's memory ξ_{t−1}: the error signal filtered up to the last step."""
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         loss, c = estimate()
-        error = c.detach().to(self.duals.dtype)
-        self._backward(loss + (self.duals.to(c.dtype) * c).sum(-1))
+        error = c.detach().to(self.dtype)
+        self._backward(loss + (self.duals.value.to(c.dtype) * c).sum(-1))
         self._descend(hp.lr)
         previous = error if self.iteration == 0 else self.smoothed_error
         self.smoothed_error = hp.nu * previous + (1 - hp.nu) * error
         control = hp.kappa_i * error + hp.kappa_p * (self.smoothed_error - previous)
-        self.duals = (self.duals + hp.dual_lr * control).clamp(0.0, hp.dual_bound)
+        self.duals.ascend(hp.dual_lr, control)
         self.iteration += 1
-        return info(loss, c, max_multiplier=largest(self.duals))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "duals": self.duals.clone(),
-            "smoothed_error": self.smoothed_error.clone(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
-        self.smoothed_error = (
-            state["smoothed_error"].to(device=self.device, dtype=self.dtype).clone()
-        )
+        return info(loss, c, self.duals)

@@ -41,19 +41,12 @@ late iterates are pushed harder towards feasibility; :math:`p_{\min}` keeps the 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from ctrain_dist.algorithms.base import (
-    Algorithm,
-    Estimate,
-    Hyperparameters,
-    StepInfo,
-    info,
-    largest,
-)
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 _LOG2 = math.log(2.0)
 
@@ -101,35 +94,35 @@ class PBMHyperparameters(Hyperparameters):
     def _ordered(self) -> PBMHyperparameters:
         if self.min_multiplier > self.max_multiplier:
             raise ValueError("min_multiplier must not exceed max_multiplier")
+        if not self.min_multiplier <= self.init_multiplier <= self.max_multiplier:
+            raise ValueError("init_multiplier must lie within [min_multiplier, max_multiplier]")
         if self.min_penalty > self.penalty:
             raise ValueError("min_penalty must not exceed the initial penalty")
         return self
 
 
-class PBM(Algorithm):
+class PBM(Algorithm[PBMHyperparameters]):
     """Stochastic PBM; the update is in the module docstring."""
 
     name = "pbm"
     constrained = True
     paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366"
     hyperparameters = PBMHyperparameters
+    state_attributes = ("duals", "penalty", "constraint_sum")
 
-    def __init__(
-        self, params, num_constraints: int, hp: PBMHyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
-        self.duals = self._zeros(num_constraints) + hp.init_multiplier
+    def _init_state(self) -> None:
+        hp = self.hp
+        self.duals = self._multiplier(hp.init_multiplier, hp.min_multiplier, hp.max_multiplier)
         self.penalty = hp.penalty
-        self.constraint_sum = self._zeros(num_constraints)
-
-    def multipliers(self) -> torch.Tensor:
-        return self.duals.clone()
+        """The penalty parameter p, a host number: it changes on the iteration count only."""
+        self.constraint_sum = self._zeros(self.num_constraints)
+        """Σ c(x^k; ξ_k) over the current outer iteration's inner steps, for c̄."""
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         loss, c = estimate()
         phi = _FUNCTIONS[hp.function]
-        barrier = (self.duals.to(c.dtype) * self.penalty * phi(c / self.penalty)).sum(-1)
+        barrier = (self.duals.value.to(c.dtype) * self.penalty * phi(c / self.penalty)).sum(-1)
         self._backward(loss + barrier)
         self._descend(hp.lr)
         self.constraint_sum += c.detach().to(self.dtype)
@@ -137,23 +130,7 @@ class PBM(Algorithm):
         if self.iteration % hp.inner_steps == 0:
             mean_c = self.constraint_sum / hp.inner_steps
             scale = _derivative(hp.function, mean_c / self.penalty)
-            self.duals = (self.duals * scale).clamp(hp.min_multiplier, hp.max_multiplier)
+            self.duals.update(self.duals.value * scale)
             self.penalty = max(hp.min_penalty, hp.anneal * self.penalty)
             self.constraint_sum = self._zeros(self.num_constraints)
-        return info(loss, c, max_multiplier=largest(self.duals), penalty=self._scalar(self.penalty))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "duals": self.duals.clone(),
-            "penalty": self.penalty,
-            "constraint_sum": self.constraint_sum.clone(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
-        self.penalty = float(state["penalty"])
-        self.constraint_sum = (
-            state["constraint_sum"].to(device=self.device, dtype=self.dtype).clone()
-        )
+        return info(loss, c, self.duals, penalty=self._scalar(self.penalty))

@@ -33,7 +33,7 @@ class PenaltyHyperparameters(Hyperparameters):
     )
 
 
-class Penalty(Algorithm):
+class Penalty(Algorithm[PenaltyHyperparameters]):
     """Fixed-weight penalty; the update is in the module docstring."""
 
     name = "penalty"

@@ -39,19 +39,10 @@ complementarity and the primal step gives :math:`\nabla f + \sum_i \lambda^\star
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import (
-    Algorithm,
-    Estimate,
-    Hyperparameters,
-    StepInfo,
-    info,
-    largest,
-)
+from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class SSLALMHyperparameters(Hyperparameters):
@@ -63,31 +54,26 @@ class SSLALMHyperparameters(Hyperparameters):
     dual_bound: float = Field(100.0, gt=0, description="multiplier bound Λ")
 
 
-class SSLALM(Algorithm):
+class SSLALM(Algorithm[SSLALMHyperparameters]):
     """SSL-ALM; the update and the reasons for its order are in the module docstring."""
 
     name = "ssl_alm"
     constrained = True
     paper = "Huang, Zhang & Alacaoglu 2025, arXiv 2504.07607"
     hyperparameters = SSLALMHyperparameters
+    state_attributes = ("duals", "centres")
 
-    def __init__(
-        self, params, num_constraints: int, hp: SSLALMHyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
-        self.duals = self._zeros(num_constraints)
+    def _init_state(self) -> None:
+        self.duals = self._multiplier(upper=self.hp.dual_bound)
         self.centres = [p.detach().clone() for p in self.params]
-
-    def multipliers(self) -> torch.Tensor:
-        return self.duals.clone()
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         with torch.no_grad():
             _, c_dual = estimate()
-        c_dual = c_dual.detach().to(self.duals.dtype)
-        self.duals = (self.duals + hp.dual_lr * c_dual).clamp(0.0, hp.dual_bound)
-        weights = (self.duals + hp.rho * c_dual).clamp_min(0.0)
+        c_dual = c_dual.detach().to(self.dtype)
+        self.duals.ascend(hp.dual_lr, c_dual)
+        weights = (self.duals.value + hp.rho * c_dual).clamp_min(0.0)
 
         loss, c = estimate()
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
@@ -99,17 +85,4 @@ class SSLALM(Algorithm):
                 p.sub_(direction, alpha=hp.lr)
                 centre.lerp_(p, hp.beta)
         self.iteration += 1
-        return info(loss, c, max_multiplier=largest(self.duals))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "duals": self.duals.clone(),
-            "centres": [z.clone() for z in self.centres],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.duals = state["duals"].to(device=self.device, dtype=self.dtype).clone()
-        for centre, saved in zip(self.centres, state["centres"], strict=True):
-            centre.copy_(saved)
+        return info(loss, c, self.duals)

@@ -38,7 +38,7 @@ another's objective step share the batched backward pass.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -63,23 +63,18 @@ class SwitchingSubgradientHyperparameters(Hyperparameters):
     )
 
 
-class SwitchingSubgradient(Algorithm):
+class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
     """Switching subgradient; the update is in the module docstring."""
 
     name = "switching_subgradient"
     constrained = True
     paper = "Huang & Lin 2023, arXiv 2301.13314"
     hyperparameters = SwitchingSubgradientHyperparameters
+    state_attributes = ("objective_steps",)
 
-    def __init__(
-        self,
-        params,
-        num_constraints: int,
-        hp: SwitchingSubgradientHyperparameters,
-        seeds: int | None = None,
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
+    def _init_state(self) -> None:
         self.objective_steps = self._zeros()
+        """How many steps (per seed) took the objective branch: the set :math:`I`'s size."""
 
     def _scale(self) -> float:
         if self.hp.step_rule == "diminishing":
@@ -117,12 +112,3 @@ class SwitchingSubgradient(Algorithm):
         self._descend(step_size)
         self.iteration += 1
         return info(loss, c, objective_step_share=self.objective_steps / self.iteration)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "objective_steps": self.objective_steps.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.objective_steps = torch.as_tensor(
-            state["objective_steps"], device=self.device, dtype=self.dtype
-        ).clone()

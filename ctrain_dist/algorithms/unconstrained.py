@@ -8,12 +8,12 @@ report can show how far the baseline violates the bound.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import HP, Algorithm, Estimate, Hyperparameters, StepInfo, info
 
 
 class SGDHyperparameters(Hyperparameters):
@@ -29,7 +29,7 @@ class AdamHyperparameters(Hyperparameters):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty coefficient")
 
 
-class _TorchOptimizerBaseline(Algorithm):
+class _TorchOptimizerBaseline(Algorithm[HP]):
     """Wraps a ``torch.optim`` optimiser; subclasses only say which one.
 
     Both optimisers act elementwise with scalar hyperparameters, so on packed (stacked)
@@ -37,11 +37,9 @@ class _TorchOptimizerBaseline(Algorithm):
     """
 
     constrained: ClassVar[bool] = False
+    state_attributes = ("optimizer",)
 
-    def __init__(
-        self, params, num_constraints: int, hp: Hyperparameters, seeds: int | None = None
-    ) -> None:
-        super().__init__(params, num_constraints, hp, seeds)
+    def _init_state(self) -> None:
         self.optimizer = self._make_optimizer()
 
     @abstractmethod
@@ -56,15 +54,8 @@ class _TorchOptimizerBaseline(Algorithm):
         self.iteration += 1
         return info(loss, c)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-
-
-class SGD(_TorchOptimizerBaseline):
+class SGD(_TorchOptimizerBaseline[SGDHyperparameters]):
     r"""Stochastic gradient descent on the objective: :math:`x \leftarrow x - \alpha \nabla f`.
 
     Robbins & Monro (1951); the unconstrained baseline of the Folktables benchmark.
@@ -81,7 +72,7 @@ class SGD(_TorchOptimizerBaseline):
         )
 
 
-class Adam(_TorchOptimizerBaseline):
+class Adam(_TorchOptimizerBaseline[AdamHyperparameters]):
     """Adam on the objective (Kingma & Ba 2015, arXiv 1412.6980)."""
 
     name = "adam"

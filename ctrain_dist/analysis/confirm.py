@@ -13,6 +13,7 @@ from ctrain_dist.analysis import stats
 from ctrain_dist.errors import SpecError
 from ctrain_dist.spec import SweepSpec, parse_spec
 from ctrain_dist.store import Store
+from ctrain_dist.store.schema import CONFIG_LABEL
 
 CONFIRM_SUFFIX = "-confirm"
 
@@ -41,7 +42,7 @@ def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> Swe
             f"the store {store.root} holds no trials of sweep {spec.name!r}; run the sweep "
             "first (without --confirm)",
         )
-    chosen = set(stats.select_configurations(trials)["config_label"])
+    chosen = set(stats.select_configurations(trials)[CONFIG_LABEL])
     first_seed = spec.seed_list()[0]
     algorithms = [
         {"name": trial.algorithm, "params": trial.hyperparameters}

@@ -8,7 +8,8 @@ Shape conventions, the same in every function:
   work along the last axis, so simulations can run thousands of repetitions at once.
 * A *trials frame* is tidy, one row per trial (a seed of a configuration), with the grouping
   columns (``algorithm``, ``config_label``) and metric columns such as
-  ``final_test_objective`` — the frame ``Store.trials()`` returns.
+  ``final_test_objective`` — the frame ``Store.trials()`` returns. Column names come from
+  ``ctrain_dist.store.schema`` (``final_column(TEST, OBJECTIVE)``), never spelled here.
 * An *evals frame* is tidy, one row per evaluation point of one trial attempt and split, with
   ``attempt_id``, the x axes (``step``, ``time_s``, ...) and metric columns — ``Store.evals()``.
 * Results are tidy frames: one row per group (× metric), the grouping columns first.
@@ -36,12 +37,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-DEFAULT_BY: tuple[str, ...] = ("algorithm", "config_label")
+from ctrain_dist.store.schema import (
+    ALGORITHM,
+    ATTEMPT_ID,
+    CONFIG_LABEL,
+    MAX_VIOLATION,
+    OBJECTIVE,
+    STATUS,
+    STATUS_ERROR,
+    STEP,
+    TEST,
+    VAL,
+    final_column,
+)
+
+DEFAULT_BY: tuple[str, ...] = (ALGORITHM, CONFIG_LABEL)
 SIGNIFICANCE = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8
 RESAMPLES = 10_000
-UNMEASURED_STATUS = "error"
+UNMEASURED_STATUS = STATUS_ERROR
 
 # --------------------------------------------------------------------------------------------
 # Aggregates and bootstrap confidence intervals
@@ -205,7 +220,7 @@ def wilson_interval(count: int, n: int, confidence: float = CONFIDENCE) -> tuple
 
 def feasibility(
     trials: pd.DataFrame,
-    violation_col: str = "final_test_max_violation",
+    violation_col: str = final_column(TEST, MAX_VIOLATION),
     by: Sequence[str] = DEFAULT_BY,
 ) -> pd.DataFrame:
     """Share of seeds whose violation is ≤ 0 (constraints met), with a Wilson 95% interval.
@@ -219,8 +234,8 @@ def feasibility(
         One row per group: ``*by, n, count, share, ci_low, ci_high``.
     """
     measured = trials
-    if "status" in trials.columns:
-        measured = trials[trials["status"] != UNMEASURED_STATUS]
+    if STATUS in trials.columns:
+        measured = trials[trials[STATUS] != UNMEASURED_STATUS]
     rows = []
     for key, group in measured.groupby(list(by), sort=True):
         n, count = len(group), int((group[violation_col] <= 0).sum())
@@ -234,8 +249,8 @@ def feasibility(
 
 def select_configurations(
     trials: pd.DataFrame,
-    objective_col: str = "final_val_objective",
-    violation_col: str = "final_val_max_violation",
+    objective_col: str = final_column(VAL, OBJECTIVE),
+    violation_col: str = final_column(VAL, MAX_VIOLATION),
 ) -> pd.DataFrame:
     """Trials of each algorithm's selected configuration, chosen on validation only.
 
@@ -248,15 +263,15 @@ def select_configurations(
         The rows of ``trials`` that belong to the selected configurations.
     """
     medians = (
-        trials.groupby(["algorithm", "config_label"], sort=True)[[objective_col, violation_col]]
+        trials.groupby([ALGORITHM, CONFIG_LABEL], sort=True)[[objective_col, violation_col]]
         .median()
         .reset_index()
     )
     chosen = [
         _best_configuration(configs, objective_col, violation_col)
-        for _, configs in medians.groupby("algorithm", sort=True)
+        for _, configs in medians.groupby(ALGORITHM, sort=True)
     ]
-    keys = pd.MultiIndex.from_frame(trials[["algorithm", "config_label"]])
+    keys = pd.MultiIndex.from_frame(trials[[ALGORITHM, CONFIG_LABEL]])
     return trials[keys.isin(chosen)]
 
 
@@ -271,7 +286,7 @@ def _best_configuration(
         best = configs.loc[configs[violation_col].idxmin()]
     else:
         best = configs.iloc[0]
-    return best["algorithm"], best["config_label"]
+    return best[ALGORITHM], best[CONFIG_LABEL]
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,7 +565,7 @@ PAIRWISE_COLUMNS: tuple[str, ...] = (
 def pairwise_tests(
     trials: pd.DataFrame,
     metrics: list[str],
-    by: str = "algorithm",
+    by: str = ALGORITHM,
     higher_is_better: Collection[str] = (),
     pairs: Sequence[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
@@ -628,7 +643,7 @@ def pairwise_tests(
 def performance_profile(
     trials: pd.DataFrame,
     metric: str,
-    by: str = "algorithm",
+    by: str = ALGORITHM,
     taus: np.ndarray | None = None,
     higher_is_better: bool = False,
     points: int = 101,
@@ -698,9 +713,9 @@ def pareto_front(frame: pd.DataFrame, x: str, y: str, by: str | None = None) -> 
 def convergence_bands(
     evals: pd.DataFrame,
     metrics: list[str],
-    x: str = "step",
-    by: str = "algorithm",
-    curve: str = "attempt_id",
+    x: str = STEP,
+    by: str = ALGORITHM,
+    curve: str = ATTEMPT_ID,
     points: int = 100,
 ) -> pd.DataFrame:
     """Median and interquartile band across seeds of each metric against ``x``, per group.

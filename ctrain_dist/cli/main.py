@@ -34,7 +34,7 @@ def _sweep(args: argparse.Namespace) -> int:
         f"({len(spec.seed_list())} seeds each) -> store {store_root}"
     )
     if args.cluster:
-        from ctrain_dist.launch.slurm import sweep_on_cluster
+        from ctrain_dist.launch.slurm.submit import sweep_on_cluster
 
         done = sweep_on_cluster(spec, store_root, args.cluster, args.resume, args.dry_run)
         return 0 if done else EXIT_FAILURE

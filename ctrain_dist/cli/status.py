@@ -1,9 +1,10 @@
 """``ctrain status``: SLURM jobs' states beside the trials' progress in the store.
 
 The job folder's ``submissions.jsonl`` (written when a sweep is submitted) ties each job to its
-sweep and store; SLURM states come from ``sacct`` (:mod:`ctrain_dist.launch.slurm`),
-trial counts from the store, so the two can be read side by side: a job RUNNING while its
-sweep's counts grow, or a job FAILED with trials still pending.
+sweep and store; SLURM states come from ``sacct`` (:mod:`ctrain_dist.launch.slurm.accounting`,
+imported at the top because it loads only the standard library), trial counts from the store,
+so the two can be read side by side: a job RUNNING while its sweep's counts grow, or a job
+FAILED with trials still pending.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from ctrain_dist.errors import SpecError
+from ctrain_dist.launch.slurm.accounting import job_states, read_submissions
 
 
 def sweep_progress(store_root: Path) -> dict[str, dict[str, int]]:
@@ -38,8 +40,6 @@ def _status(args: argparse.Namespace) -> int:
         raise SpecError("--store", "give --store DIR, --job-folder DIR, or both")
     stores: dict[Path, dict[str, int]] = {}
     if args.job_folder is not None:
-        from ctrain_dist.launch.slurm import job_states, read_submissions
-
         submissions = read_submissions(args.job_folder)
         if not submissions:
             raise SpecError("--job-folder", f"{args.job_folder} holds no ctrain submissions")

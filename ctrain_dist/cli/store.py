@@ -7,7 +7,7 @@
 ``compact ROOT [--sweep ID] [--drop-corrupt]``   merge each partition's files into one, safe
                         while sweeps write and readers read; ``--drop-corrupt`` moves corrupt
                         files into ``ROOT/_quarantine`` (nothing else ever removes one).
-``schema``              the Markdown of ``docs/store-schema.md``, from ``store.SCHEMA``.
+``schema``              the Markdown of ``docs/store-schema.md``, from ``store.schema.SCHEMA``.
 
 ``cli.py`` builds this parser for every ``ctrain`` command, so ``store`` (pyarrow, pandas) is
 imported inside the handlers, keeping ``ctrain``'s start fast for the others.
@@ -72,6 +72,7 @@ def _open_store(root: Path, sweep_id: str | None) -> tuple[Store, list[str]]:
 def list_sweeps(reader: Store, sweeps: list[str]) -> list[SweepListing]:
     """Counts per sweep, from file footers and the attempt columns of ``trials`` only."""
     from ctrain_dist import store
+    from ctrain_dist.store.schema import EVALS, STATUS
 
     listings = []
     for sweep in sweeps:
@@ -82,12 +83,12 @@ def list_sweeps(reader: Store, sweeps: list[str]) -> list[SweepListing]:
             for part in snapshot.parts:
                 listing.files += 1
                 listing.bytes += part.bytes
-                listing.eval_rows += part.rows if table == "evals" else 0
+                listing.eval_rows += part.rows if table == EVALS.name else 0
         attempts = reader.attempts(sweep)
         kept = store.keep_latest_attempts(attempts)
         listing.attempts = len(attempts)
         listing.trials = len(kept)
-        listing.statuses = kept["status"].value_counts().sort_index().to_dict()
+        listing.statuses = kept[STATUS].value_counts().sort_index().to_dict()
         listings.append(listing)
     return listings
 
@@ -98,6 +99,7 @@ def check_store(reader: Store, sweeps: list[str]) -> CheckReport:
     import pyarrow.parquet as pq
 
     from ctrain_dist import store
+    from ctrain_dist.store.layout import partition_directory, temporary_files
 
     report = CheckReport()
     for table in store.TABLES:
@@ -105,8 +107,7 @@ def check_store(reader: Store, sweeps: list[str]) -> CheckReport:
             snapshot = reader.snapshot(table, sweep)
             report.corrupt += snapshot.corrupt
             report.replaced += [part.path for part in snapshot.replaced]
-            directory = reader.root / table / f"{store.PARTITION_KEY}={sweep}"
-            report.temporary += sorted(directory.glob(".part-*.tmp"))
+            report.temporary += temporary_files(partition_directory(reader.root, table, sweep))
             for part in snapshot.parts:
                 version = part.schema_version or "missing"
                 report.versions[version] = report.versions.get(version, 0) + 1
@@ -188,10 +189,11 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     from ctrain_dist import store
+    from ctrain_dist.store.layout import partition_directory
 
     _open_store(args.root, args.sweep)
     for result in store.compact(args.root, args.sweep, drop_corrupt=args.drop_corrupt):
-        where = f"{result.table}/{store.PARTITION_KEY}={result.sweep_id}"
+        where = partition_directory(Path(), result.table, result.sweep_id)
         if result.leftovers:
             print(f"{where}: deleted {result.leftovers} files an interrupted compaction merged")
         if result.merged:

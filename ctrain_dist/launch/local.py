@@ -1,15 +1,22 @@
-"""``ctrain train``: a spec's trials run here, one after another, each on N local processes.
+"""``ctrain train``: a spec's trials run here, one pack after another, each on N local processes.
 
 No Ray: for debugging a configuration, for checking worker-count invariance, and for machines
-where a scheduler is not wanted. Rows go straight to the store through a ``StoreSink`` on
-rank 0, so a ``ctrain train`` run is read exactly like a sweep.
+where a scheduler is not wanted. Every pack goes through the runner every launcher uses
+(``trial.runner``), its rows straight to the store through a ``StoreSink``, so a ``ctrain
+train`` run is read exactly like a sweep, and a failure is recorded and retried
+(``max_failures``) as in a sweep.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,12 +28,10 @@ from ctrain_dist.spec import (
     require_data_parallel,
     require_single_process_packs,
 )
-from ctrain_dist.store import StoreWriter
-from ctrain_dist.store import open as open_store
+from ctrain_dist.store.schema import CONFIG_LABEL, SEED, STATUS
 from ctrain_dist.store.sink import StoreSink
+from ctrain_dist.trial import runner
 from ctrain_dist.trial.distributed import launch_local
-from ctrain_dist.trial.packed import train_pack
-from ctrain_dist.trial.trainer import error_row, train
 
 
 def check_workers(spec: SweepSpec, nproc: int) -> None:
@@ -44,45 +49,50 @@ def check_workers(spec: SweepSpec, nproc: int) -> None:
         raise SpecError("--nproc", f"asks {nproc} workers but this machine has {available} {unit}")
 
 
-def _train_rank(trial_json: str, store_root: str) -> None:
-    """One rank's share of one trial (the target of ``launch_local``; must be importable)."""
-    trial = TrialSpec.model_validate_json(trial_json)
-    with StoreSink(Path(store_root), trial.sweep_id) as sink:
-        train(trial, sink)
-
-
 def train_locally(
     spec: SweepSpec, store_root: Path, nproc: int, log: Callable[[str], None] = print
 ) -> dict[str, int]:
-    """Train every trial of ``spec``; returns counts by status. A trial that raises is recorded
-    as an ``error`` attempt and the next trial runs. With ``seeds_per_trial`` K, seeds of one
-    configuration train K at a time as one pack (``packed.py``), each still its own trial."""
+    """Train every trial of ``spec``; returns counts by status (each trial's last attempt).
+
+    With ``seeds_per_trial`` K, seeds of one configuration train K at a time as one pack
+    (``packed.py``), each still its own trial. A pack that raises is recorded as an ``error``
+    attempt of each seed, retried up to ``max_failures`` times, and the next pack runs.
+    """
     check_workers(spec, nproc)
-    statuses: dict[str, int] = {}
+    statuses: Counter[str] = Counter()
     trials = spec.trials()
-    index = 0
-    for pack in plan_packs(spec, trials, log):
-        for trial, status in zip(pack, _train_pack_here(pack, store_root, nproc), strict=True):
-            index += 1
-            statuses[status] = statuses.get(status, 0) + 1
-            log(f"[{index}/{len(trials)}] {trial.config_label} seed {trial.seed}: {status}")
-    return statuses
+    attempts = spec.max_failures + 1
+    with StoreSink(store_root, spec.name) as sink:
+        for pack in plan_packs(spec, trials, log):
+            if nproc == 1:
+                rows = runner.run_pack(pack, sink, attempts=attempts, log=log)
+            else:
+                (trial,) = pack  # several processes: never packed (check_workers)
+                train = functools.partial(_train_on_processes, trial, store_root, nproc)
+                rows = runner.retry(pack, sink, train, attempts=attempts, log=log)
+            for row in rows:
+                statuses[row[STATUS]] += 1
+                label = f"{row[CONFIG_LABEL]} seed {row[SEED]}"
+                log(f"[{statuses.total()}/{len(trials)}] {label}: {row[STATUS]}")
+    return dict(statuses)
 
 
-def _train_pack_here(pack: list[TrialSpec], store_root: Path, nproc: int) -> list[str]:
-    """Each seed's status after training ``pack`` (one trial, or seeds trained together)."""
-    trial = pack[0]
-    try:
-        if len(pack) > 1:
-            with StoreSink(store_root, trial.sweep_id) as sink:
-                rows = {row["trial_id"]: row["status"] for row in train_pack(pack, sink)}
-            return [rows[t.trial_id] for t in pack]
-        if nproc == 1:
-            with StoreSink(store_root, trial.sweep_id) as sink:
-                return [train(trial, sink)["status"]]
-        launch_local(nproc, _train_rank, (trial.model_dump_json(), str(store_root)))
-        kept = open_store(store_root).trials(trial.sweep_id)
-        return [kept.loc[kept["trial_id"] == trial.trial_id, "status"].iloc[0]]
-    except Exception as error:  # a failed trial must not stop the others
-        StoreWriter(store_root, trial.sweep_id).write_trials([error_row(t, error) for t in pack])
-        return ["error"] * len(pack)
+def _train_on_processes(trial: TrialSpec, store_root: Path, nproc: int) -> list[dict[str, Any]]:
+    """One attempt at ``trial`` on ``nproc`` local processes; rank 0's ``trials`` row.
+
+    An exception in any rank ends every rank (``launch_local``) and is raised here, where
+    ``runner.retry`` records it: inside the group it could only leave the other ranks waiting.
+    """
+    with tempfile.TemporaryDirectory(prefix="ctrain-train-") as folder:
+        result = Path(folder) / "rows.pickle"
+        launch_local(nproc, _train_rank, (trial.model_dump_json(), str(store_root), str(result)))
+        return pickle.loads(result.read_bytes())
+
+
+def _train_rank(trial_json: str, store_root: str, result: str) -> None:
+    """One rank's share of one trial (the target of ``launch_local``; must be importable)."""
+    trial = TrialSpec.model_validate_json(trial_json)
+    with StoreSink(Path(store_root), trial.sweep_id) as sink:
+        rows = runner.run_pack([trial], sink)
+    if rows:  # rank 0
+        Path(result).write_bytes(pickle.dumps(rows))

@@ -1,9 +1,21 @@
-"""A sweep spec as a Ray Tune run whose results land in the store. The only module that knows Ray.
+"""A sweep spec as a Ray Tune run whose results land in the store.
 
-Data path: each trial runs :func:`ctrain_dist.trial.trainer.train` in a Tune function trainable with
-a :class:`TuneSink`, which ships its rows to the driver through ``tune.report``; the driver's
-:class:`StoreCallback` writes them to the store. Only the driver writes, so trials need no
-access to the store's file system and a store never sees two writers per sweep.
+Ray's place in the package: this module runs sweeps on Ray Tune (and multi-worker trials on
+Ray Train inside it); ``launch/slurm`` starts the Ray cluster inside an allocation that this
+module's driver then joins (``address``). The trial side knows no Ray: it writes to a sink.
+
+Data path: each trial is one pack (one trial, or seeds trained together) run by
+:func:`ctrain_dist.trial.runner.run_pack`, the runner every launcher uses, in a Tune function
+trainable with a :class:`TuneSink`, which ships its rows to the driver through
+``tune.report``; the driver's :class:`StoreCallback` writes them to the store. Only the driver
+writes, so trials need no access to the store's file system and a store never sees two writers
+per sweep.
+
+Failures and ``max_failures``: a trial that raises is retried in its own process by
+``run_pack`` (``attempts = max_failures + 1``), each failed attempt an ``error`` row per seed
+that reaches the store like any row. What ``run_pack`` cannot catch, an actor that dies or a
+multi-worker trial (whose ranks re-raise, see ``runner``), Tune retries up to
+``max_failures`` times, and the callback records an ``error`` row per seed of each failure.
 
 Before Ray starts: resources are checked against this machine (Ray waits forever on a request
 that cannot fit, so it is refused up front) and trials the store already shows finished are
@@ -17,11 +29,21 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray import tune
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.experiment import Trial
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from ctrain_dist import store as store_module
 from ctrain_dist.data.config import AdultDataSpec
@@ -29,10 +51,24 @@ from ctrain_dist.data.load import prepare_data
 from ctrain_dist.errors import SpecError
 from ctrain_dist.launch.plan import pending_trials, plan_packs
 from ctrain_dist.spec import SweepSpec, TrialSpec
-from ctrain_dist.trial.packed import train_pack
-from ctrain_dist.trial.trainer import error_row, train
+from ctrain_dist.store.schema import (
+    CONFIG_LABEL,
+    ENDED_AT,
+    ERROR,
+    MAX_VIOLATION,
+    OBJECTIVE,
+    SEED,
+    STARTED_AT,
+    STATUS,
+    STATUS_ERROR,
+    TEST,
+    TRIAL_ID,
+    final_column,
+)
+from ctrain_dist.trial import runner
+from ctrain_dist.trial.records import error_row
 
-_TIMESTAMP_COLUMNS = ("started_at", "ended_at")
+_TIMESTAMP_COLUMNS = (STARTED_AT, ENDED_AT)
 FLUSH_SECONDS = 5.0
 """How often the driver writes buffered rows, so a running sweep is visible to readers."""
 
@@ -52,13 +88,9 @@ class TuneSink:
     """The trainer's sink inside a Tune trial: every batch of rows becomes one ``report``."""
 
     def evals(self, rows: list[dict[str, Any]]) -> None:
-        from ray import tune
-
         tune.report({"ctrain_evals": _encode(rows)})
 
     def finish(self, trial_row: dict[str, Any] | None) -> None:
-        from ray import tune
-
         if trial_row is not None:
             tune.report({"ctrain_trial": _encode(trial_row)})
 
@@ -69,12 +101,9 @@ def pack_of(config: dict[str, Any]) -> list[TrialSpec]:
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """The Tune function trainable: one pack of the spec, every seed's rows to the driver."""
-    pack = pack_of(config)
-    if len(pack) == 1:
-        train(pack[0], TuneSink())
-    else:
-        train_pack(pack, TuneSink())
+    """The Tune function trainable: one pack of the spec through the runner, every seed's
+    rows (its ``error`` rows included) to the driver."""
+    runner.run_pack(pack_of(config), TuneSink(), attempts=config["attempts"])
 
 
 @dataclass
@@ -87,77 +116,89 @@ class SweepOutcome:
 
     @property
     def failed(self) -> int:
-        return self.statuses.get("error", 0)
+        return self.statuses.get(STATUS_ERROR, 0)
 
 
-def _make_callback_class():
-    """The store callback, defined lazily so importing this module does not import Ray."""
-    from ray import tune
+class StoreCallback(tune.Callback):
+    """Driver side: buffers rows from trial results and flushes them to the store.
 
-    class StoreCallback(tune.Callback):
-        """Driver side: buffers rows from trial results and flushes them to the store."""
+    A trial's outcome is the status of its latest ``trials`` row: an ``error`` row of an
+    attempt that was retried (in its process by ``run_pack``, or by Tune) is stored, and
+    superseded by the rows of the attempt after it.
+    """
 
-        def __init__(self, writer: store_module.StoreWriter, log: Callable[[str], None]) -> None:
-            self.writer = writer
-            self.log = log
-            self.evals: list[dict[str, Any]] = []
-            self.trials: list[dict[str, Any]] = []
-            self.statuses: dict[str, int] = {}
-            self.done = 0
-            self.total = 0
-            self.last_flush = time.monotonic()
+    def __init__(
+        self, writer: store_module.StoreWriter, total: int, log: Callable[[str], None]
+    ) -> None:
+        self.writer = writer
+        self.total = total
+        self.log = log
+        self.evals: list[dict[str, Any]] = []
+        self.trials: list[dict[str, Any]] = []
+        self.latest: dict[str, str] = {}
+        """Trial id → the status of its latest ``trials`` row."""
+        self.last_flush = time.monotonic()
 
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            if "ctrain_evals" in result:
-                self.evals.extend(json.loads(result["ctrain_evals"]))
-            if "ctrain_trial" in result:
-                row = _decode_trial_row(result["ctrain_trial"])
-                self.trials.append(row)
-                self._count(row)
-            if time.monotonic() - self.last_flush > FLUSH_SECONDS:
-                self.flush()
+    @property
+    def statuses(self) -> dict[str, int]:
+        """Counts of the trials' outcomes (their latest rows' statuses)."""
+        return dict(Counter(self.latest.values()))
 
-        def _record_error(self, trial, retrying: bool) -> None:
-            text = trial.get_error() if hasattr(trial, "get_error") else None
-            for spec in pack_of(trial.config):
-                row = error_row(spec, str(text or "trial raised; see the Tune log"))
-                self.trials.append(row)
-                if retrying:
-                    self.log(f"  {spec.trial_id}: error, retrying")
-                else:
-                    self._count(row)
+    def on_trial_result(
+        self,
+        iteration: int,
+        trials: list[Trial],
+        trial: Trial,
+        result: dict[str, Any],
+        **info: Any,
+    ) -> None:
+        if "ctrain_evals" in result:
+            self.evals.extend(json.loads(result["ctrain_evals"]))
+        if "ctrain_trial" in result:
+            self._record(_decode_trial_row(result["ctrain_trial"]))
+        if time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._record_error(trial, retrying=False)
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self._record_failure(trial, retrying=False)
 
-        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-            self._record_error(trial, retrying=True)
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self._record_failure(trial, retrying=True)
 
-        def _count(self, row: dict[str, Any]) -> None:
-            self.done += 1
-            self.statuses[row["status"]] = self.statuses.get(row["status"], 0) + 1
-            objective = row.get("final_test_objective")
-            violation = row.get("final_test_max_violation")
-            if objective is not None and violation is not None:
-                detail = f"test objective {objective:.4f}, test max violation {violation:.4f}"
-            else:
-                detail = ((row.get("error") or "").strip().splitlines() or [""])[-1]
-            self.log(
-                f"[{self.done}/{self.total}] {row['config_label']} seed {row['seed']}: "
-                f"{row['status']}, {detail}"
-            )
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.flush()
 
-        def flush(self) -> None:
-            self.writer.write_evals(self.evals)
-            self.writer.write_trials(self.trials)
-            self.evals, self.trials = [], []
-            self.last_flush = time.monotonic()
+    def _record_failure(self, trial: Trial, retrying: bool) -> None:
+        """An ``error`` row for every seed of a Tune trial that failed outside ``run_pack``."""
+        text = str(trial.get_error() or "trial raised; see the Tune log")
+        for spec in pack_of(trial.config):
+            self._record(error_row(spec, text), retrying)
+        self.flush()
 
-        def on_experiment_end(self, trials, **info) -> None:
-            self.flush()
+    def _record(self, row: dict[str, Any], retrying: bool = False) -> None:
+        self.trials.append(row)
+        self.latest[row[TRIAL_ID]] = row[STATUS]
+        label = f"{row[CONFIG_LABEL]} seed {row[SEED]}"
+        if retrying:
+            self.log(f"  {label}: {row[STATUS]}, retrying")
+            return
+        objective = row.get(final_column(TEST, OBJECTIVE))
+        violation = row.get(final_column(TEST, MAX_VIOLATION))
+        if objective is not None and violation is not None:
+            detail = f"test objective {objective:.4f}, test max violation {violation:.4f}"
+        else:
+            detail = ((row.get(ERROR) or "").strip().splitlines() or [""])[-1]
+        self.log(f"[{len(self.latest)}/{self.total}] {label}: {row[STATUS]}, {detail}")
 
-    return StoreCallback
+    def flush(self) -> None:
+        self.writer.write_evals(self.evals)
+        self.writer.write_trials(self.trials)
+        self.evals, self.trials = [], []
+        self.last_flush = time.monotonic()
 
 
 WRAPPER_CPUS = 0.01
@@ -190,30 +231,21 @@ class RayTrainSink:
     it); Tune receives rank 0's report, which carries the rows."""
 
     def evals(self, rows: list[dict[str, Any]]) -> None:
-        import ray.train
-
         ray.train.report({"ctrain_evals": _encode(rows)})
 
     def finish(self, trial_row: dict[str, Any] | None) -> None:
-        import ray.train
-
         ray.train.report({"ctrain_trial": _encode(trial_row) if trial_row else ""})
 
 
 def _ray_train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: the process group is Ray's; the trainer joins it."""
-    import ray.train
-
+    """One Ray Train worker: the process group is Ray's; the loop joins it. An exception is
+    raised by ``run_pack`` on every rank (see ``runner``): Tune records and retries it."""
     os.environ["LOCAL_RANK"] = str(ray.train.get_context().get_local_rank())
-    train(TrialSpec.model_validate(config["trial"]), RayTrainSink())
+    runner.run_pack([TrialSpec.model_validate(config["trial"])], RayTrainSink())
 
 
 def run_trial_with_workers(config: dict[str, Any]) -> None:
     """The Tune trainable of a multi-worker trial: a Ray Train TorchTrainer, metrics to Tune."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     (trial,) = pack_of(config)  # several workers: never packed (spec.require_single_process_packs)
     workers = config["workers"]
     per_worker = {"CPU": config["cpus_per_trial"] / workers}
@@ -235,14 +267,12 @@ def run_trial_with_workers(config: dict[str, Any]) -> None:
     ).fit()
 
 
-def _trainable(spec: SweepSpec, store_root: Path):
+def _trainable(spec: SweepSpec, store_root: Path) -> tuple[Any, dict[str, Any]]:
     """The Tune trainable and its fixed config, for one or several workers per trial."""
-    from ray import tune
-
     request = spec.resources
     if request.workers_per_trial == 1:
         resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
-        return tune.with_resources(run_trial, resources), {}
+        return tune.with_resources(run_trial, resources), {"attempts": spec.max_failures + 1}
     fixed = {
         "workers": request.workers_per_trial,
         "cpus_per_trial": request.cpus_per_trial,
@@ -275,8 +305,6 @@ def run_sweep(
     With ``address`` (``host:port`` of a running cluster's GCS, e.g. the one ``slurm`` starts
     inside an allocation) the driver joins that cluster instead of starting a local Ray.
     """
-    import torch
-
     check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     pending, skipped = pending_trials(spec, store_root, resume)
     if pending and not isinstance(spec.data, AdultDataSpec):
@@ -289,11 +317,9 @@ def run_sweep(
     if not pending:
         return outcome
 
+    # Both read when Ray starts and when Tune builds its callbacks, not when Ray is imported.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    import ray
-    from ray import tune
-
     where = {"address": address} if address else {"num_cpus": os.cpu_count()}
     ray.init(
         **where,
@@ -303,8 +329,8 @@ def run_sweep(
         ignore_reinit_error=True,
     )
     try:
-        callback = _make_callback_class()(store_module.StoreWriter(store_root, spec.name), log)
-        callback.total = len(pending)
+        writer = store_module.StoreWriter(store_root, spec.name)
+        callback = StoreCallback(writer, len(pending), log)
         packs = plan_packs(spec, pending, log)  # the pending seeds only: resume is exact
         trainable, fixed = _trainable(spec, store_root)
         tuner = tune.Tuner(

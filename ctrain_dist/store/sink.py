@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ctrain_dist.store import StoreWriter
+from ctrain_dist.store.write import StoreWriter
 
 FLUSH_SECONDS = 5.0
 FLUSH_ROWS = 10_000

@@ -60,15 +60,25 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def world_size() -> int:
+    """How many processes this trial runs on: the size of the process group this process is
+    in (Ray Train's), else what the environment announces (torchrun, ``launch_local``), else 1.
+
+    Read without joining, so a caller can know before training whether it is one of several.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def join_workers(device: torch.device) -> Workers:
     """The process group this process belongs to, initialised from the environment if needed."""
-    if dist.is_available() and dist.is_initialized():
-        return Workers(dist.get_rank(), dist.get_world_size(), local_rank())
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    size = world_size()
+    if size == 1:
         return Workers()
-    dist.init_process_group(backend=backend_for(device), init_method="env://")
-    return Workers(dist.get_rank(), world_size, local_rank())
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend_for(device), init_method="env://")
+    return Workers(dist.get_rank(), size, local_rank())
 
 
 def local_rank() -> int:

@@ -6,11 +6,11 @@ dimension and runs every step as batched matmuls, paying the overhead once for a
 
 Invariants, which make a packed seed indistinguishable from the same seed trained alone:
 
-* initialisation: each seed's MLP is built as the trainer builds it (``trainer.trial_model``),
+* initialisation: each seed's MLP is built as it is built alone (``learner.trial_model``),
   then the K models are stacked, so a packed seed starts from its unpacked weights bitwise;
 * data: each seed draws from its own sampler, seeded as alone; a step gathers ``[K, B]`` rows;
-* statistics: ``ConstrainedProblem.loss_and_values`` (what the single-process trainer calls)
-  vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``;
+* statistics: ``ConstrainedProblem.loss_and_values`` (what a single model calls in one
+  process) vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``;
 * algorithm: one algorithm over the stacked parameters with ``seeds=K`` (``algorithms.base``):
   its state (duals, centres, switching decisions, optimiser moments) gains the leading seed
   dimension, and backward runs on the sum of the seeds' objectives, whose gradient in each
@@ -22,42 +22,28 @@ Invariants, which make a packed seed indistinguishable from the same seed traine
 Batched and plain matmuls sum in different orders, so "the same" means to rounding:
 ``tests/test_packed.py`` checks parameters, duals and metrics to 1e-10 after 100 float64 steps.
 
-Divergence is per seed: a seed whose loss is non-finite at an evaluation point ends there with
-status ``diverged``, its rows exactly those it would write alone; its slice keeps computing
-until the pack ends, harmlessly, since no operation mixes seeds. Packs train in one process on
-a step budget (``spec.require_single_process_packs``); algorithms that cannot batch seeds and
-the ``weight_norm`` constraint are never packed (``spec.packing_obstacle``).
+The loop is the one every trial trains in (``loop.py``): a pack is a :class:`PackedLearner`
+where a single model is a ``learner.ModelLearner``. Divergence is per seed there: a seed whose
+loss is non-finite at an evaluation point ends with status ``diverged``, its rows exactly those
+it would write alone; its slice keeps computing until the pack ends, harmlessly, since no
+operation mixes seeds. Packs train in one process on a step budget
+(``spec.require_single_process_packs``); algorithms that cannot batch seeds and the
+``weight_norm`` constraint are never packed (``spec.packing_obstacle``).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from ctrain_dist.algorithms import build_algorithm
 from ctrain_dist.constraints import ConstrainedProblem, build_constraints
-from ctrain_dist.data.load import load_data
 from ctrain_dist.data.stratified import design_weights
-from ctrain_dist.data.tabular import SPLITS, TabularData
+from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.spec import TrialSpec, packing_obstacle
-from ctrain_dist.trial.distributed import local_rank, trial_device
-from ctrain_dist.trial.metrics import evaluate_split
-from ctrain_dist.trial.records import identity, utc_now
-from ctrain_dist.trial.trainer import (
-    Sink,
-    multiplier_columns,
-    progress_axes,
-    summary_row,
-    synchronise,
-    trial_model,
-    trial_sampler,
-)
+from ctrain_dist.trial.learner import Learner, trial_data, trial_model
 
 
 class StackedMLP(nn.Module):
@@ -147,9 +133,12 @@ class _SeedModel(nn.Module):
 
 def check_pack(trials: Sequence[TrialSpec]) -> None:
     """Refuse a pack whose seeds could not train exactly as alone (a programming error: the
-    spec validates ``seeds_per_trial`` and ``spec.pack_trials`` forms packs)."""
+    spec validates ``seeds_per_trial`` and ``spec.pack_trials`` forms packs). A pack of one is
+    its trial alone, whatever its algorithm, constraints or budget."""
     if not trials:
         raise ValueError("a pack needs at least one trial")
+    if len(trials) == 1:
+        return
     if len({t.model_dump_json(exclude={"seed"}) for t in trials}) != 1:
         raise ValueError("a pack's trials must differ in their seed only")
     if len({t.seed for t in trials}) != len(trials):
@@ -161,26 +150,22 @@ def check_pack(trials: Sequence[TrialSpec]) -> None:
         raise ValueError("packed seeds train on a step budget")
 
 
-class Pack:
-    """The state of a pack while it trains: stacked model, one algorithm, K samplers."""
+class PackedLearner(Learner):
+    """K seeds of one configuration as one computation: stacked model, one algorithm over the
+    stacked parameters (``seeds=K``), K samplers, in one process."""
+
+    packed = True
 
     def __init__(
         self, trials: Sequence[TrialSpec], data: TabularData, device: torch.device
     ) -> None:
+        check_pack(trials)
         first = trials[0]
-        self.data = data.to(dtype=getattr(torch, first.training.dtype), device=device)
-        self.model = StackedMLP([trial_model(t, data.num_features, device) for t in trials])
-        self.problem = ConstrainedProblem(build_constraints(first.constraints, data.num_groups))
-        self.algorithm = build_algorithm(
-            first.algorithm,
-            self.model.parameters(),
-            self.problem.num_constraints,
-            first.hyperparameters,
-            seeds=len(trials),
-        )
-        self.samplers = [trial_sampler(t, self.data) for t in trials]
+        data = trial_data(first, data, device)
+        model = StackedMLP([trial_model(t, data.num_features, device) for t in trials])
+        problem = ConstrainedProblem(build_constraints(first.constraints, data.num_groups))
+        super().__init__(trials, data, model, problem)
         self.weights = design_weights(self.samplers[0])
-        self.splits = {split: self.data.split(split) for split in SPLITS}
         self.seed_statistics = torch.func.vmap(self._one_seed, in_dims=(0, 0, 0, None))
 
     def _one_seed(
@@ -202,87 +187,5 @@ class Pack:
         groups = self.data.groups.index_select(0, rows).view(seeds, -1)
         return self.seed_statistics(logits, labels, groups, self.weights)
 
-    def evaluate(
-        self, seed: int, base: dict[str, Any], step: int, train_seconds: float, duals: torch.Tensor
-    ) -> list[dict[str, Any]]:
-        """Seed ``seed``'s rows at this point: what its unpacked run would write."""
-        model = self.model.seed_model(seed)
-        axes = progress_axes(step, self.samplers[seed], train_seconds)
-        multipliers = multiplier_columns(duals[seed])
-        rows = []
-        for split, (features, labels, groups) in self.splits.items():
-            metrics = evaluate_split(
-                model, self.problem, features, labels, groups, self.data.num_groups
-            )
-            rows.append({**base, "split": split, **axes, **metrics, **multipliers})
-        return rows
-
-
-def train_pack(
-    trials: Sequence[TrialSpec], sink: Sink, data: TabularData | None = None
-) -> list[dict[str, Any]]:
-    """Train seeds of one configuration together; returns (and sends to ``sink``) one
-    ``trials`` row per seed.
-
-    The sink receives every seed's rows: one ``evals`` call per evaluation point for all
-    active seeds, and one ``finish`` per seed, when it ends (diverged) or at the budget.
-    Exceptions propagate, as in ``trainer.train``; the caller records an error for each seed.
-    """
-    check_pack(trials)
-    first = trials[0]
-    torch.set_num_threads(first.training.threads)
-    started_at = utc_now()
-    bases = [identity(trial, uuid.uuid4().hex) for trial in trials]
-    data = data if data is not None else load_data(first.data, first.split)
-    device = trial_device(first.training.device, local_rank())
-    pack = Pack(trials, data, device)
-    packed_with = [trial.trial_id for trial in trials]
-    every, budget = first.training.eval_every, first.training.budget.steps
-    step, train_seconds = 0, 0.0
-    summaries: list[dict[str, Any]] = []
-
-    def evaluate(seeds: list[int]) -> dict[int, list[dict[str, Any]]]:
-        duals = pack.algorithm.multipliers().cpu()
-        rows = {k: pack.evaluate(k, bases[k], step, train_seconds, duals) for k in seeds}
-        sink.evals([row for k in seeds for row in rows[k]])
-        return rows
-
-    def finish(seed: int, status: str) -> None:
-        row = summary_row(
-            trials[seed],
-            bases[seed]["attempt_id"],
-            status,
-            last_rows[seed],
-            started_at=started_at,
-            device=device,
-            steps=step,
-            sampler=pack.samplers[seed],
-            train_seconds=train_seconds,
-            workers=1,
-            problem=pack.problem,
-            data=data,
-            packed_with=packed_with,
-        )
-        sink.finish(row)
-        summaries.append(row)
-
-    active = list(range(len(trials)))
-    last_rows = evaluate(active)
-    segment_start = time.perf_counter()
-    while active and step < budget:
-        info = pack.algorithm.step(pack.estimate)
-        step += 1
-        if step % every and step < budget:
-            continue
-        synchronise(device)
-        train_seconds += time.perf_counter() - segment_start
-        finite = torch.isfinite(info["loss"]).tolist()
-        last_rows.update(evaluate(active))
-        for seed in active:
-            if not finite[seed]:
-                finish(seed, "diverged")
-        active = [seed for seed in active if finite[seed]]
-        segment_start = time.perf_counter()
-    for seed in active:
-        finish(seed, "finished")
-    return summaries
+    def seed_model(self, seed: int) -> nn.Module:
+        return self.model.seed_model(seed)

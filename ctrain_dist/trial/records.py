@@ -1,8 +1,9 @@
-"""The rows a trial produces for the store: identity, configuration, provenance.
+"""The rows a trial produces for the store: identity, configuration, provenance, final metrics.
 
 The column contract (one ``trials`` row per attempt, one ``evals`` row per evaluation point
-and split) is documented in ``store.py``; this module only assembles rows, so the trainer,
-the sweep driver and ``ctrain train`` all write identical shapes.
+and split) is the store's schema (``store/schema.py``), whose names every row here takes;
+this module only assembles rows, so the loop, the runner and the sweep's driver all write
+identical shapes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import json
 import platform
 import socket
 import subprocess
+import traceback
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +23,46 @@ from typing import Any
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.spec import TrialSpec
+from ctrain_dist.store.schema import (
+    ALGORITHM,
+    ATTEMPT_ID,
+    CONFIG_JSON,
+    CONFIG_LABEL,
+    CONSTRAINED,
+    CTRAIN_VERSION,
+    DEVICE,
+    ENDED_AT,
+    EPOCH,
+    ERROR,
+    GIT_COMMIT,
+    HOST,
+    PACKED_WITH,
+    PYTHON_VERSION,
+    SAMPLES,
+    SEED,
+    SPLIT,
+    STARTED_AT,
+    STATUS,
+    STATUS_ERROR,
+    STEP,
+    SWEEP_ID,
+    TIME_S,
+    TRIAL_ID,
+    VERSIONED_PACKAGES,
+    WALL_TIME_S,
+    final_column,
+    hyperparameter_column,
+    version_column,
+)
+
+IDENTITY_COLUMNS: tuple[str, ...] = (SWEEP_ID, TRIAL_ID, ATTEMPT_ID, ALGORITHM, CONFIG_LABEL, SEED)
+"""The columns every row of both tables starts with (:func:`identity`)."""
+PROGRESS_AXES: tuple[str, ...] = (STEP, SAMPLES, EPOCH, TIME_S)
+"""The four axes every evaluation row carries (time: training only, evaluation excluded), so
+analysis can plot a curve against any of them."""
+
+ERROR_TEXT_CHARS = 4000
+"""How much of a traceback an ``error`` row keeps: its tail, where the cause is."""
 
 
 def utc_now() -> datetime:
@@ -53,28 +97,25 @@ def _git_commit() -> str:
 def provenance() -> dict[str, str]:
     """Where and with what a row was produced (computed once per process)."""
     return {
-        "git_commit": _git_commit(),
-        "host": socket.gethostname(),
-        "python_version": platform.python_version(),
-        "torch_version": _package_version("torch"),
-        "ray_version": _package_version("ray"),
-        "pyarrow_version": _package_version("pyarrow"),
-        "pandas_version": _package_version("pandas"),
-        "numpy_version": _package_version("numpy"),
-        "ctrain_version": metadata.version("ctrain-dist"),
+        GIT_COMMIT: _git_commit(),
+        HOST: socket.gethostname(),
+        PYTHON_VERSION: platform.python_version(),
+        **{version_column(name): _package_version(name) for name in VERSIONED_PACKAGES},
+        CTRAIN_VERSION: metadata.version("ctrain-dist"),
     }
 
 
 def identity(trial: TrialSpec, attempt_id: str) -> dict[str, Any]:
     """The columns that tie a row to its sweep, trial, attempt and configuration."""
-    return {
-        "sweep_id": trial.sweep_id,
-        "trial_id": trial.trial_id,
-        "attempt_id": attempt_id,
-        "algorithm": trial.algorithm,
-        "config_label": trial.config_label,
-        "seed": trial.seed,
-    }
+    values = (
+        trial.sweep_id,
+        trial.trial_id,
+        attempt_id,
+        trial.algorithm,
+        trial.config_label,
+        trial.seed,
+    )
+    return dict(zip(IDENTITY_COLUMNS, values, strict=True))
 
 
 def trial_row(
@@ -97,17 +138,36 @@ def trial_row(
     started_at = started_at or ended_at
     row = {
         **identity(trial, attempt_id),
-        "constrained": ALGORITHMS[trial.algorithm].constrained,
-        "status": status,
-        "error": error,
-        "config_json": json.dumps(trial.model_dump(mode="json"), sort_keys=True),
-        **{f"hp_{k}": v for k, v in sorted(trial.hyperparameters.items())},
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "wall_time_s": (ended_at - started_at).total_seconds(),
-        "device": device,
-        "packed_with": json.dumps(packed_with) if packed_with else None,
+        CONSTRAINED: ALGORITHMS[trial.algorithm].constrained,
+        STATUS: status,
+        ERROR: error,
+        CONFIG_JSON: json.dumps(trial.model_dump(mode="json"), sort_keys=True),
+        **{hyperparameter_column(k): v for k, v in sorted(trial.hyperparameters.items())},
+        STARTED_AT: started_at,
+        ENDED_AT: ended_at,
+        WALL_TIME_S: (ended_at - started_at).total_seconds(),
+        DEVICE: device,
+        PACKED_WITH: json.dumps(packed_with) if packed_with else None,
         **provenance(),
     }
     row.update(extra or {})
     return row
+
+
+def error_row(trial: TrialSpec, error: BaseException | str) -> dict[str, Any]:
+    """The ``trials`` row of an attempt that raised (written by whoever caught it), under an
+    attempt id of its own: each failed attempt is a row, so retries stay visible."""
+    text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
+    return trial_row(trial, uuid.uuid4().hex, STATUS_ERROR, error=text[-ERROR_TEXT_CHARS:])
+
+
+def final_columns(last_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """An attempt's last evaluation (one row per split) as ``final_<split>_<metric>`` columns:
+    every value of the rows but their identity, split and progress axes."""
+    kept = {*IDENTITY_COLUMNS, SPLIT, *PROGRESS_AXES}
+    return {
+        final_column(row[SPLIT], key): value
+        for row in last_rows
+        for key, value in row.items()
+        if key not in kept
+    }

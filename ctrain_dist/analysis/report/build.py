@@ -18,36 +18,79 @@ import pyarrow.compute as pc
 
 from ctrain_dist.analysis import stats
 from ctrain_dist.store import Store
-from ctrain_dist.store.schema import PAPER_METRICS
-
-TABLE_METRICS: dict[str, str] = {
-    "final_test_objective": "Test objective",
-    "final_test_max_violation": "Test max violation",
-    "final_test_accuracy": "Test accuracy",
-    "final_test_dp_gap": "Test DP gap",
-}
-PAPER_COLUMNS: dict[str, str] = {f"final_test_{k}": name for k, name in PAPER_METRICS.items()}
-COMPARED_METRICS: dict[str, str] = {
-    "final_test_objective": "Test objective",
-    "final_test_max_violation": "Test max violation",
-}
-HIGHER_IS_BETTER: frozenset[str] = frozenset(
-    f"final_{split}_{metric}"
-    for split in ("train", "val", "test")
-    for metric in ("accuracy", "auc", "auc_m")
+from ctrain_dist.store.schema import (
+    ACCURACY,
+    ALGORITHM,
+    ATTEMPT_ID,
+    AUC,
+    AUC_M,
+    CONFIG_LABEL,
+    DATASET,
+    DP_GAP,
+    GROUP_NAMES,
+    MAX_VIOLATION,
+    OBJECTIVE,
+    PAPER_METRICS,
+    SAMPLES,
+    SEED,
+    SPLIT,
+    SPLITS,
+    STATUS,
+    STATUS_DIVERGED,
+    STATUS_ERROR,
+    STATUS_FINISHED,
+    SWEEP_ID,
+    TEST,
+    TIME_S,
+    final_column,
+    group_column,
 )
-GROUP_RATES: dict[str, str] = {
+
+TEST_OBJECTIVE = final_column(TEST, OBJECTIVE)
+TEST_MAX_VIOLATION = final_column(TEST, MAX_VIOLATION)
+TABLE_METRICS: dict[str, str] = {
+    TEST_OBJECTIVE: "Test objective",
+    TEST_MAX_VIOLATION: "Test max violation",
+    final_column(TEST, ACCURACY): "Test accuracy",
+    final_column(TEST, DP_GAP): "Test DP gap",
+}
+PAPER_COLUMNS: dict[str, str] = {final_column(TEST, k): name for k, name in PAPER_METRICS.items()}
+COMPARED_METRICS: dict[str, str] = {
+    TEST_OBJECTIVE: TABLE_METRICS[TEST_OBJECTIVE],
+    TEST_MAX_VIOLATION: TABLE_METRICS[TEST_MAX_VIOLATION],
+}
+"""What the pairwise tests, profiles and the significance matrix compare."""
+COMPARISON_METRICS: dict[str, str] = {
+    final_column(TEST, metric): metric
+    for metric in (OBJECTIVE, MAX_VIOLATION, ACCURACY, DP_GAP, AUC, *PAPER_METRICS)
+}
+"""Test columns ``--compare`` tests, where they have values → the metric name it shows."""
+HIGHER_IS_BETTER: frozenset[str] = frozenset(
+    final_column(split, metric) for split in SPLITS for metric in (ACCURACY, AUC, AUC_M)
+)
+GROUP_RATE_LABELS: dict[str, str] = {
     "positive_rate": "Positive rate",
     "tpr": "True positive rate",
     "fpr": "False positive rate",
     "loss": "Mean loss",
 }
+"""The per-group rates (of ``store.schema.GROUP_RATES``) the report shows, and their labels."""
 CURVE_METRICS: dict[str, str] = {
-    "objective": "Test objective",
-    "max_violation": "Test max violation",
+    OBJECTIVE: "Test objective",
+    MAX_VIOLATION: "Test max violation",
 }
-CURVE_AXES: dict[str, str] = {"samples": "Samples", "time_s": "Training time (s)"}
-STATUS_ORDER: tuple[str, ...] = ("finished", "diverged", "error")
+CURVE_AXES: dict[str, str] = {SAMPLES: "Samples", TIME_S: "Training time (s)"}
+STATUS_ORDER: tuple[str, ...] = (STATUS_FINISHED, STATUS_DIVERGED, STATUS_ERROR)
+
+
+def group_rate_column(rate: str, group: int) -> str:
+    """The ``trials`` column of group ``group``'s last ``rate`` on test."""
+    return final_column(TEST, group_column(rate, group))
+
+
+def by_algorithm_and_metric(summary: pd.DataFrame) -> pd.DataFrame:
+    """A ``stats.summarise`` frame indexed by (algorithm, metric), for cell lookups."""
+    return summary.set_index([ALGORITHM, "metric"])
 
 
 @dataclass(frozen=True)
@@ -86,14 +129,14 @@ class Report:
 
     @property
     def algorithms(self) -> list[str]:
-        return sorted(set(self.selected["algorithm"])) if len(self.selected) else []
+        return sorted(set(self.selected[ALGORITHM])) if len(self.selected) else []
 
 
 def build_report(store: Store, sweep_id: str | None = None) -> Report:
     """Read a sweep (or every sweep, pooled) from the store and gather the report's frames."""
     trials = store.trials(sweep_id)
     attempts = len(store.trials(sweep_id, all_attempts=True))
-    sweep_ids = [sweep_id] if sweep_id else sorted(set(trials.get("sweep_id", [])))
+    sweep_ids = [sweep_id] if sweep_id else sorted(set(trials.get(SWEEP_ID, [])))
     status_counts = _status_counts(trials)
     if trials.empty:
         return Report(sweep_ids, status_counts, attempts)
@@ -110,7 +153,7 @@ def build_report(store: Store, sweep_id: str | None = None) -> Report:
         status_counts=status_counts,
         attempts=attempts,
         group_names=groups,
-        datasets=sorted(set(trials["dataset"].dropna())) if "dataset" in trials else [],
+        datasets=sorted(set(trials[DATASET].dropna())) if DATASET in trials else [],
         configurations=_configurations(trials, selected),
         selected=selected,
         summary=stats.summarise(selected, described),
@@ -124,41 +167,39 @@ def build_report(store: Store, sweep_id: str | None = None) -> Report:
 
 def group_names(trials: pd.DataFrame) -> list[str]:
     """The data's group names from the trials' ``group_names`` JSON (first row that has it)."""
-    if "group_names" not in trials.columns:
+    if GROUP_NAMES not in trials.columns:
         return []
-    present = trials["group_names"].dropna()
+    present = trials[GROUP_NAMES].dropna()
     return list(json.loads(present.iloc[0])) if len(present) else []
 
 
 def _group_columns(num_groups: int) -> list[str]:
-    return [f"final_test_group_{r}_{g}" for r in GROUP_RATES for g in range(num_groups)]
+    return [group_rate_column(r, g) for r in GROUP_RATE_LABELS for g in range(num_groups)]
 
 
 def _status_counts(trials: pd.DataFrame) -> dict[str, int]:
     """Counts in the order finished, diverged, error, then any other status."""
-    counts = trials["status"].value_counts() if "status" in trials.columns else pd.Series()
+    counts = trials[STATUS].value_counts() if STATUS in trials.columns else pd.Series()
     order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
     return {status: int(counts[status]) for status in order}
 
 
 def _configurations(trials: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     """Per algorithm: configurations tried, the selected one and its seeds."""
-    tried = trials.groupby("algorithm", sort=True)["config_label"].nunique()
-    chosen = selected.groupby("algorithm", sort=True).agg(
-        selected=("config_label", "first"), seeds=("seed", "nunique")
+    tried = trials.groupby(ALGORITHM, sort=True)[CONFIG_LABEL].nunique()
+    chosen = selected.groupby(ALGORITHM, sort=True).agg(
+        selected=(CONFIG_LABEL, "first"), seeds=(SEED, "nunique")
     )
     return chosen.assign(configurations=tried).reset_index()
 
 
 def _pareto(selected: pd.DataFrame) -> pd.DataFrame:
     """Per-seed (test objective, test max violation) and each algorithm's Pareto front."""
-    columns = ["algorithm", "seed", "final_test_objective", "final_test_max_violation"]
+    columns = [ALGORITHM, SEED, TEST_OBJECTIVE, TEST_MAX_VIOLATION]
     if not set(columns) <= set(selected.columns):
         return pd.DataFrame()
     points = selected[columns].reset_index(drop=True)
-    front = stats.pareto_front(
-        points, "final_test_max_violation", "final_test_objective", by="algorithm"
-    )
+    front = stats.pareto_front(points, TEST_MAX_VIOLATION, TEST_OBJECTIVE, by=ALGORITHM)
     return points.assign(on_front=front)
 
 
@@ -171,20 +212,20 @@ def _selected_test_evals(
     store: Store, sweep_id: str | None, selected: pd.DataFrame
 ) -> pd.DataFrame:
     """Test-split curves of the selected configurations' kept attempts."""
-    columns = ["algorithm", "config_label", "attempt_id", *CURVE_AXES, *CURVE_METRICS]
-    labels = sorted(set(selected["config_label"]))
-    condition = (pc.field("split") == "test") & pc.field("config_label").isin(labels)
+    columns = [ALGORITHM, CONFIG_LABEL, ATTEMPT_ID, *CURVE_AXES, *CURVE_METRICS]
+    labels = sorted(set(selected[CONFIG_LABEL]))
+    condition = (pc.field(SPLIT) == TEST) & pc.field(CONFIG_LABEL).isin(labels)
     evals = store.evals(sweep_id, columns=columns, filters=condition)
     if evals.empty:
         return evals
-    pairs = pd.MultiIndex.from_frame(selected[["algorithm", "config_label"]].drop_duplicates())
-    return evals[pd.MultiIndex.from_frame(evals[["algorithm", "config_label"]]).isin(pairs)]
+    pairs = pd.MultiIndex.from_frame(selected[[ALGORITHM, CONFIG_LABEL]].drop_duplicates())
+    return evals[pd.MultiIndex.from_frame(evals[[ALGORITHM, CONFIG_LABEL]]).isin(pairs)]
 
 
 def convergence_frame(evals: pd.DataFrame) -> pd.DataFrame:
     """``stats.convergence_bands`` of the curve metrics against each axis the evals have."""
-    if "split" in evals.columns:
-        evals = evals[evals["split"] == "test"]
+    if SPLIT in evals.columns:
+        evals = evals[evals[SPLIT] == TEST]
     metrics = [m for m in CURVE_METRICS if m in evals.columns]
     bands = [
         stats.convergence_bands(evals, metrics, x=axis)
@@ -218,8 +259,7 @@ class Comparison:
 
 def comparison_metrics(frame: pd.DataFrame) -> list[str]:
     """Test metrics worth comparing: the table's, then the paper's, where they have values."""
-    candidates = [*TABLE_METRICS, "final_test_auc", *PAPER_COLUMNS]
-    return [m for m in dict.fromkeys(candidates) if m in frame and frame[m].notna().any()]
+    return [m for m in COMPARISON_METRICS if m in frame and frame[m].notna().any()]
 
 
 def build_comparison(store: Store, a: str, b: str, sweep_id: str | None = None) -> Comparison:
@@ -229,11 +269,11 @@ def build_comparison(store: Store, a: str, b: str, sweep_id: str | None = None) 
         KeyError: naming the algorithm the store's trials do not hold.
     """
     trials = store.trials(sweep_id)
-    known = set(trials.get("algorithm", []))
+    known = set(trials.get(ALGORITHM, []))
     for name in (a, b):
         if name not in known:
             raise KeyError(name)
-    pair = trials[trials["algorithm"].isin([a, b])]
+    pair = trials[trials[ALGORITHM].isin([a, b])]
     selected = stats.select_configurations(pair)
     metrics = comparison_metrics(selected)
     tests = stats.pairwise_tests(

@@ -19,9 +19,14 @@ from ctrain_dist.analysis.report.build import (
     COMPARED_METRICS,
     CURVE_AXES,
     CURVE_METRICS,
-    GROUP_RATES,
+    GROUP_RATE_LABELS,
+    TEST_MAX_VIOLATION,
+    TEST_OBJECTIVE,
     Report,
+    by_algorithm_and_metric,
+    group_rate_column,
 )
+from ctrain_dist.store.schema import ALGORITHM, MAX_VIOLATION
 
 DPI = 120
 
@@ -47,7 +52,7 @@ def plot_convergence(bands: pd.DataFrame, path: Path | str) -> Path:
         bands: ``Report.convergence`` (``stats.convergence_bands`` rows).
         path: where to write the PNG.
     """
-    palette = colours(list(set(bands["algorithm"])) if len(bands) else [])
+    palette = colours(list(set(bands[ALGORITHM])) if len(bands) else [])
     figure = Figure(figsize=(5 * len(CURVE_METRICS), 3.5 * len(CURVE_AXES)), layout="constrained")
     grid = figure.subplots(len(CURVE_AXES), len(CURVE_METRICS), squeeze=False)
     for row, (axis, axis_label) in enumerate(CURVE_AXES.items()):
@@ -66,13 +71,13 @@ def _draw_bands(ax: Axes, bands: pd.DataFrame, axis: str, metric: str, palette: 
     Only points that at least half of an algorithm's seeds reach are drawn: on a time axis the
     last few points rest on the one slowest seed and would read as a jump in the median.
     """
-    if metric == "max_violation":
+    if metric == MAX_VIOLATION:
         ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     panel = bands[(bands["axis"] == axis) & (bands["metric"] == metric)] if len(bands) else bands
     if panel.empty:
         _no_data(ax)
         return
-    for algorithm, band in panel.groupby("algorithm", sort=True):
+    for algorithm, band in panel.groupby(ALGORITHM, sort=True):
         curve = band[2 * band["n"] >= band["n"].max()]
         colour = palette[algorithm]
         ax.plot(curve["x"], curve["median"], color=colour, label=algorithm)
@@ -91,9 +96,9 @@ def plot_pareto(report: Report, path: Path | str) -> Path:
         _no_data(ax)
         return _save(figure, path)
     palette = colours(report.algorithms)
-    summary = report.summary.set_index(["algorithm", "metric"])
-    x, y = "final_test_max_violation", "final_test_objective"
-    for algorithm, seeds in points.groupby("algorithm", sort=True):
+    summary = by_algorithm_and_metric(report.summary)
+    x, y = TEST_MAX_VIOLATION, TEST_OBJECTIVE
+    for algorithm, seeds in points.groupby(ALGORITHM, sort=True):
         colour = palette[algorithm]
         ax.scatter(seeds[x], seeds[y], color=colour, alpha=0.35, s=14, linewidths=0)
         front = seeds[seeds["on_front"]].sort_values(x)
@@ -118,17 +123,17 @@ def plot_pareto(report: Report, path: Path | str) -> Path:
 
 def plot_group_rates(report: Report, path: Path | str) -> Path:
     """Per-group test rates (positive rate, TPR, FPR, loss): mean over seeds with 95% CI."""
-    figure = Figure(figsize=(4 * len(GROUP_RATES), 3.8), layout="constrained")
-    axes = figure.subplots(1, len(GROUP_RATES), squeeze=False)[0]
-    summary = report.summary.set_index(["algorithm", "metric"]) if len(report.summary) else None
+    figure = Figure(figsize=(4 * len(GROUP_RATE_LABELS), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(GROUP_RATE_LABELS), squeeze=False)[0]
+    summary = by_algorithm_and_metric(report.summary) if len(report.summary) else None
     algorithms, groups = report.algorithms, report.group_names
     palette = colours(algorithms)
     width = 0.8 / max(1, len(algorithms))
-    for ax, (rate, label) in zip(axes, GROUP_RATES.items(), strict=True):
+    for ax, (rate, label) in zip(axes, GROUP_RATE_LABELS.items(), strict=True):
         ax.set(title=label, xticks=range(len(groups)), xticklabels=groups)
         drawn = False
         for i, algorithm in enumerate(algorithms):
-            keys = [(algorithm, f"final_test_group_{rate}_{g}") for g in range(len(groups))]
+            keys = [(algorithm, group_rate_column(rate, g)) for g in range(len(groups))]
             if summary is None or not all(k in summary.index for k in keys):
                 continue
             rows = summary.loc[keys]
@@ -164,9 +169,9 @@ def plot_profiles(report: Report, path: Path | str) -> Path:
         if panel.empty:
             _no_data(ax)
             continue
-        if metric.endswith("max_violation"):
+        if metric == TEST_MAX_VIOLATION:
             ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-        for algorithm, curve in panel.groupby("algorithm", sort=True):
+        for algorithm, curve in panel.groupby(ALGORITHM, sort=True):
             colour = palette[algorithm]
             ax.step(curve["tau"], curve["share"], where="post", color=colour, label=algorithm)
             ax.fill_between(

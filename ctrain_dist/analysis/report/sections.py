@@ -8,14 +8,18 @@ import pandas as pd
 from ctrain_dist.analysis import stats
 from ctrain_dist.analysis.report.build import (
     COMPARED_METRICS,
-    GROUP_RATES,
+    COMPARISON_METRICS,
+    GROUP_RATE_LABELS,
     HIGHER_IS_BETTER,
     PAPER_COLUMNS,
     TABLE_METRICS,
     Comparison,
     Report,
+    by_algorithm_and_metric,
+    group_rate_column,
 )
 from ctrain_dist.analysis.report.document import Document, Figure, Section, Table
+from ctrain_dist.store.schema import ALGORITHM
 
 FIGURES: dict[str, str] = {
     "convergence.png": "Test objective and test max violation against samples drawn and training "
@@ -83,22 +87,27 @@ def _overview(report: Report) -> Section:
     )
 
 
-def _configurations(report: Report) -> Section:
+def configurations_table(configurations: pd.DataFrame) -> Table:
+    """Per algorithm: the selected configuration, how many were tried, its seeds."""
     rows = [
-        [r["algorithm"], r["selected"], str(r["configurations"]), str(r["seeds"])]
-        for _, r in report.configurations.iterrows()
+        [r[ALGORITHM], r["selected"], str(r["configurations"]), str(r["seeds"])]
+        for _, r in configurations.iterrows()
     ]
     header = ["Algorithm", "Selected configuration", "Configurations tried", "Seeds"]
-    return Section("Selected configurations", [Table(header, rows)])
+    return Table(header, rows)
+
+
+def _configurations(report: Report) -> Section:
+    return Section("Selected configurations", [configurations_table(report.configurations)])
 
 
 def results_table(report: Report) -> Table:
     """Mean [95% CI] of the table metrics and the feasibility share, per algorithm."""
-    summary = report.summary.set_index(["algorithm", "metric"])
+    summary = by_algorithm_and_metric(report.summary)
     rows = [
         [
-            feasible["algorithm"],
-            *(_lookup(summary, feasible["algorithm"], m, interval) for m in TABLE_METRICS),
+            feasible[ALGORITHM],
+            *(_lookup(summary, feasible[ALGORITHM], m, interval) for m in TABLE_METRICS),
             feasible_cell(feasible),
         ]
         for _, feasible in report.feasibility.iterrows()
@@ -120,7 +129,7 @@ def _results(report: Report) -> Section:
 
 
 def _robust(report: Report) -> Section:
-    summary = report.summary.set_index(["algorithm", "metric"])
+    summary = by_algorithm_and_metric(report.summary)
     rows = [
         [
             algorithm,
@@ -145,7 +154,7 @@ def _robust(report: Report) -> Section:
 
 def paper_table(summary: pd.DataFrame, algorithms: list[str]) -> Table | None:
     """Mean ± std over seeds of the paper's test metrics, or None if the store has none."""
-    indexed = summary.set_index(["algorithm", "metric"])
+    indexed = by_algorithm_and_metric(summary)
     present = [m for m in PAPER_COLUMNS if m in set(summary["metric"])]
     if not present:
         return None
@@ -239,7 +248,7 @@ def _significance(report: Report) -> Section:
 
 def _groups(report: Report) -> Section | None:
     groups = report.group_names
-    summary = report.summary.set_index(["algorithm", "metric"])
+    summary = by_algorithm_and_metric(report.summary)
     if not groups:
         return None
     rows = [
@@ -247,8 +256,8 @@ def _groups(report: Report) -> Section | None:
             algorithm,
             name,
             *(
-                _lookup(summary, algorithm, f"final_test_group_{rate}_{g}", interval)
-                for rate in GROUP_RATES
+                _lookup(summary, algorithm, group_rate_column(rate, g), interval)
+                for rate in GROUP_RATE_LABELS
             ),
         ]
         for algorithm in report.algorithms
@@ -258,7 +267,7 @@ def _groups(report: Report) -> Section | None:
         "Per-group rates on test",
         [
             "Mean over seeds [95% bootstrap CI].",
-            Table(["Algorithm", "Group", *GROUP_RATES.values()], rows),
+            Table(["Algorithm", "Group", *GROUP_RATE_LABELS.values()], rows),
         ],
     )
 
@@ -308,21 +317,16 @@ def latex_tables(report: Report) -> list[tuple[Table, str, str]]:
 def comparison_document(comparison: Comparison) -> Document:
     """``ctrain report --compare A B``: every test, effect size and P(improvement)."""
     a, b = comparison.a, comparison.b
-    summary = comparison.summary.set_index(["algorithm", "metric"])
-    feasibility = comparison.feasibility.set_index("algorithm")
-    labels = {m: m.removeprefix("final_test_") for m in comparison.tests["metric"]}
+    summary = by_algorithm_and_metric(comparison.summary)
+    feasibility = comparison.feasibility.set_index(ALGORITHM)
     means = [
         [
-            labels[m],
+            COMPARISON_METRICS[m],
             _lookup(summary, a, m, interval),
             _lookup(summary, b, m, interval),
             "higher" if m in HIGHER_IS_BETTER else "lower",
         ]
         for m in comparison.tests["metric"]
-    ]
-    configs = [
-        [r["algorithm"], r["selected"], str(r["configurations"]), str(r["seeds"])]
-        for _, r in comparison.configurations.iterrows()
     ]
     feasible = [
         [name, feasible_cell(feasibility.loc[name])] for name in (a, b) if name in feasibility.index
@@ -331,15 +335,7 @@ def comparison_document(comparison: Comparison) -> Document:
     return Document(
         f"`{a}` vs `{b}`",
         [
-            Section(
-                "Selected configurations",
-                [
-                    Table(
-                        ["Algorithm", "Selected configuration", "Configurations tried", "Seeds"],
-                        configs,
-                    ),
-                ],
-            ),
+            Section("Selected configurations", [configurations_table(comparison.configurations)]),
             Section(
                 "Means on test",
                 [
@@ -355,7 +351,7 @@ def comparison_document(comparison: Comparison) -> Document:
                     f"p-values corrected over the {family} metrics below (Holm: family-wise error; "
                     "BH: false discovery rate). P(a better): probability that a seed of "
                     f"`{a}` beats a seed of `{b}` on that metric.",
-                    Table(PAIRWISE_HEADER, pairwise_rows(comparison.tests, labels)),
+                    Table(PAIRWISE_HEADER, pairwise_rows(comparison.tests, COMPARISON_METRICS)),
                 ],
             ),
         ],

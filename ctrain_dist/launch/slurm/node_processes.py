@@ -1,4 +1,5 @@
-"""The Ray daemons one SLURM task starts: in their own session, recorded, stopped by PID.
+"""The Ray daemons one SLURM task starts: their command line, in their own session, recorded,
+stopped by PID.
 
 Why by PID and not ``ray stop``: ``ray stop`` stops every Ray process of the user on the
 machine, other jobs' included. Why start times: a pid can be reused once its process exited,
@@ -12,12 +13,38 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from ctrain_dist.files import write_atomically
+from ctrain_dist.launch.slurm.layout import RayNode
 
 POLL_SECONDS = 0.5
+
+
+def ray_start_command(
+    node: RayNode, temp_dir: Path, node_ip: str, head_address: str | None
+) -> list[str]:
+    """``ray start`` for ``node``: explicit ports, its own temp dir, blocking, no usage stats.
+
+    The ``ray`` beside this interpreter when there is one: the job's ``PATH`` may not hold the
+    environment that runs the task.
+    """
+    ray = Path(sys.executable).with_name("ray")
+    command = [str(ray) if ray.exists() else "ray", "start", "--block", "--disable-usage-stats"]
+    if head_address is None:
+        command += ["--head", "--include-dashboard=false"]
+    else:
+        command += [f"--address={head_address}"]
+    command += [f"--{flag}={port}" for flag, port in node.ports.items()]
+    command += [
+        f"--node-ip-address={node_ip}",
+        f"--num-cpus={node.cpus}",
+        f"--num-gpus={node.gpus}",
+        f"--temp-dir={temp_dir}",
+    ]
+    return command
 
 
 def _process_table() -> dict[int, tuple[int, str]]:

@@ -2,7 +2,8 @@
 
 A profile is validated whole before anything is submitted, like a sweep spec: a
 :class:`~ctrain_dist.spec.SpecError` names the field (``cluster.<path>``) and the CLI exits 2.
-It knows nothing of submitit; :mod:`ctrain_dist.launch.slurm` turns it into executor parameters.
+It knows nothing of submitit; :mod:`~ctrain_dist.launch.slurm.submit` turns it into executor
+parameters.
 
 Ports: every Ray node opens the per-node ports of :class:`PortsSpec` (the head also the
 head-only ones). With ``stride > 0`` task ``r`` shifts its per-node ports by ``r * stride``, so
@@ -82,15 +83,21 @@ class PortsSpec(_Strict):
 
 
 class ArraySpec(_Strict):
-    trials_per_task: int = Field(1, gt=0, description="trials one array task runs in turn")
+    """Array mode: how the pending trials are cut into array tasks (``layout.array_tasks``)."""
+
+    trials_per_task: int = Field(
+        1,
+        gt=0,
+        description="trials (seeds) of one array task: whole packs, a pack never split",
+    )
     parallelism: int = Field(64, gt=0, description="array tasks running at once (%N)")
 
 
 class ClusterProfile(_Strict):
     """What to ask SLURM for. Allocation mode: ``nodes`` nodes, one task (one Ray node) each.
 
-    Array mode: one single-node task per ``array.trials_per_task`` trials, each with
-    ``cpus_per_task`` CPUs, ``gpus_per_node`` GPUs and ``mem``.
+    Array mode: single-node tasks of up to ``array.trials_per_task`` trials (whole packs of
+    seeds), each with ``cpus_per_task`` CPUs, ``gpus_per_node`` GPUs and ``mem``.
     """
 
     mode: Literal["allocation", "array"] = "allocation"

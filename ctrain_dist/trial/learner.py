@@ -1,0 +1,182 @@
+"""What the training loop trains: the model, algorithm and minibatch streams of K ≥ 1 seeds.
+
+Why one interface for two kinds: the loop (``loop.py``) is then written once. It needs, for
+seeds ``0..K-1`` of one configuration: the algorithm and the oracle its ``step`` calls
+(``estimate``), each seed's sampler (for the progress axes), each seed's model (for
+evaluation), every seed's dual variables, and a state that fixes the rest of the trajectory.
+
+* :class:`ModelLearner`: one trial (K = 1), any algorithm and constraint, data parallel
+  under DDP with exact statistics (``distributed.py``). A single model is a pack of one.
+* ``packed.PackedLearner``: K seeds stacked on a leading dimension, one batched step.
+
+Both build each seed's initialisation and minibatch stream from its seed alone
+(:func:`trial_model`, :func:`trial_sampler`), which is what makes a packed seed start and draw
+exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ctrain_dist.algorithms import build_algorithm
+from ctrain_dist.constraints import ConstrainedProblem, build_constraints
+from ctrain_dist.data.sampler import MinibatchSampler
+from ctrain_dist.data.stratified import StratifiedSampler, build_sampler, design_weights
+from ctrain_dist.data.tabular import SPLITS, TabularData
+from ctrain_dist.spec import TrialSpec
+from ctrain_dist.trial.distributed import Workers, exact_statistics, local_slice, wrap_model
+from ctrain_dist.trial.metrics import evaluate_split
+from ctrain_dist.trial.model import build_mlp
+
+Sampler = MinibatchSampler | StratifiedSampler
+
+
+def trial_data(trial: TrialSpec, data: TabularData, device: torch.device) -> TabularData:
+    """``data`` in the trial's dtype on ``device``."""
+    return data.to(dtype=getattr(torch, trial.training.dtype), device=device)
+
+
+def trial_model(trial: TrialSpec, num_features: int, device: torch.device) -> nn.Module:
+    """The trial's MLP in its dtype on ``device``, initialised from its seed.
+
+    Seeds torch's global generator: the initialisation depends on the seed alone, so packed
+    seeds (``packed.py``) start from exactly the weights their unpacked runs start from.
+    """
+    torch.manual_seed(trial.seed)
+    dtype = getattr(torch, trial.training.dtype)
+    return build_mlp(num_features, trial.model.hidden, dtype).to(device)
+
+
+def trial_sampler(trial: TrialSpec, data: TabularData) -> Sampler:
+    """The trial's minibatch stream over ``data``'s training rows, fixed by its seed."""
+    return build_sampler(
+        data.splits["train"],
+        data.groups,
+        data.num_groups,
+        trial.training.batch_size,
+        trial.training.min_group_count,
+        trial.seed,
+    )
+
+
+class Learner(ABC):
+    """The state of K ≥ 1 seeds of one configuration while they train.
+
+    Built in a fixed order (data, then the models, then problem, algorithm and samplers), the
+    order both kinds share, so that whatever draws from torch's global generator after the
+    models were seeded draws the same in both.
+    """
+
+    packed: bool
+    """Whether the parameters carry a leading seed dimension (``seeds=K`` algorithms)."""
+
+    def __init__(
+        self,
+        trials: Sequence[TrialSpec],
+        data: TabularData,
+        model: nn.Module,
+        problem: ConstrainedProblem,
+    ) -> None:
+        first = trials[0]
+        self.data = data
+        self.model = model
+        self.problem = problem
+        self.algorithm = build_algorithm(
+            first.algorithm,
+            model.parameters(),
+            problem.num_constraints,
+            first.hyperparameters,
+            seeds=len(trials) if self.packed else None,
+        )
+        self.samplers = [trial_sampler(trial, data) for trial in trials]
+
+    @abstractmethod
+    def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The oracle the algorithm calls: fresh minibatches' mean loss and constraint values
+        (0-dim and ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack)."""
+
+    @abstractmethod
+    def seed_model(self, seed: int) -> nn.Module:
+        """Seed ``seed``'s model as a plain module, for evaluation."""
+
+    def evaluate(self, seeds: Sequence[int]) -> list[dict[str, dict[str, float]]]:
+        """Each of ``seeds``' metrics on every split, ``split → metric → value``.
+
+        Each split is gathered once for all seeds, and only for the time of the evaluation,
+        so memory stays that of the data itself.
+        """
+        results: list[dict[str, dict[str, float]]] = [{} for _ in seeds]
+        for split in SPLITS:
+            features, labels, groups = self.data.split(split)
+            for result, seed in zip(results, seeds, strict=True):
+                result[split] = evaluate_split(
+                    self.seed_model(seed),
+                    self.problem,
+                    features,
+                    labels,
+                    groups,
+                    self.data.num_groups,
+                )
+        return results
+
+    def multipliers(self) -> torch.Tensor:
+        """Every seed's dual variables on the host, ``[K, m]`` (one read per evaluation)."""
+        duals = self.algorithm.multipliers()
+        return duals.reshape(len(self.samplers), duals.shape[-1]).cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the learner that fixes the rest of the trajectory."""
+        return {
+            "model": self.model.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "samplers": [sampler.state_dict() for sampler in self.samplers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        for sampler, saved in zip(self.samplers, state["samplers"], strict=True):
+            sampler.load_state_dict(saved)
+
+
+class ModelLearner(Learner):
+    """One trial's model, algorithm and sampler; DDP when there are several workers.
+
+    Under data parallelism every rank holds the same model and draws the same global minibatch
+    (same seed), takes its slice, and sees global statistics through one all-reduce
+    (``distributed.exact_statistics``).
+    """
+
+    packed = False
+
+    def __init__(
+        self, trial: TrialSpec, data: TabularData, workers: Workers, device: torch.device
+    ) -> None:
+        data = trial_data(trial, data, device)
+        model = trial_model(trial, data.num_features, device)
+        self.workers = workers
+        self.forward = wrap_model(model, workers, device)
+        problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups, model))
+        super().__init__([trial], data, model, problem)
+
+    def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        (sampler,) = self.samplers
+        rows = sampler.next()
+        weights = design_weights(sampler)
+        if self.workers.distributed:
+            rows = local_slice(rows, self.workers)
+            weights = None if weights is None else local_slice(weights, self.workers)
+        logits = self.forward(self.data.features[rows]).squeeze(-1)
+        labels, groups = self.data.labels[rows], self.data.groups[rows]
+        if not self.workers.distributed:
+            return self.problem.loss_and_values(logits, labels, groups, weights)
+        stats = self.problem.statistics(logits, labels, groups, weights)
+        return self.problem.evaluate(exact_statistics(stats, self.workers))
+
+    def seed_model(self, seed: int) -> nn.Module:
+        return self.model
