@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from torch.multiprocessing import ProcessRaisedException
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.constraints import ConstrainedProblem, LossGap
@@ -15,7 +16,7 @@ from ctrain_dist.data.load import load_data
 from ctrain_dist.data.sampler import MinibatchSampler
 from ctrain_dist.spec import load_spec
 from ctrain_dist.store.schema import TEST, final_column
-from ctrain_dist.trial import distributed
+from ctrain_dist.trial import distributed, runner
 from ctrain_dist.trial.loop import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
@@ -244,3 +245,50 @@ def test_ctrain_train_with_two_processes_writes_the_metrics_of_one(tmp_path):
     for column in columns:
         assert finals[1][column] == pytest.approx(finals[0][column], abs=1e-4, nan_ok=True), column
     assert finals[1]["workers"] == 2
+
+
+class _BrokenSink(ListSink):
+    """Fails on rank 0 at the first evaluation after step 0; the other ranks get no rows."""
+
+    def evals(self, rows):
+        if rows and rows[0]["step"] > 0:
+            raise RuntimeError("rank 0's sink broke")
+        super().evals(rows)
+
+
+def _rank_zero_fails(log_path: str) -> None:
+    def log(line: str) -> None:
+        with open(log_path, "a") as handle:
+            handle.write(line + "\n")
+
+    runner.run_pack([_trials()[0]], _BrokenSink(), attempts=3, log=log)
+
+
+@pytest.mark.slow
+def test_a_rank_that_raises_ends_every_rank_and_reaches_the_launcher_without_a_retry(tmp_path):
+    """Rank 1 waits in a collective rank 0 never joins: only the launcher can end it."""
+    log = tmp_path / "runner.log"
+    with pytest.raises(ProcessRaisedException, match="rank 0's sink broke"):
+        distributed.launch_local(2, _rank_zero_fails, (str(log),))
+    assert not log.exists(), "run_pack recorded or retried inside a process group"
+
+
+@pytest.mark.slow
+def test_ctrain_train_with_two_processes_records_and_retries_a_failed_trial(tmp_path, capsys):
+    from ctrain_dist import store
+    from ctrain_dist.cli.main import main
+
+    overrides = [
+        "seeds=[0]",
+        "algorithms=[{name: ssl_alm}]",
+        "training.batch_size=1000000",  # more rows than the data has: every rank raises
+        "max_failures=1",
+    ]
+    arguments = [item for override in overrides for item in ("--set", override)]
+    code = main(["train", str(QUICKSTART), *arguments, "--nproc", "2", "--store", str(tmp_path)])
+    assert code == 1
+    attempts = store.open(tmp_path).trials(all_attempts=True)
+    assert list(attempts["status"]) == ["error", "error"]
+    assert attempts["attempt_id"].nunique() == 2
+    assert all("exceeds the" in error for error in attempts["error"])
+    assert "attempt 1 of 2 failed" in capsys.readouterr().out

@@ -85,7 +85,7 @@ def _decode_trial_row(text: str) -> dict[str, Any]:
 
 
 class TuneSink:
-    """The trainer's sink inside a Tune trial: every batch of rows becomes one ``report``."""
+    """The loop's sink inside a Tune trial: every batch of rows becomes one ``report``."""
 
     def evals(self, rows: list[dict[str, Any]]) -> None:
         tune.report({"ctrain_evals": _encode(rows)})

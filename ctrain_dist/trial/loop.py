@@ -185,15 +185,19 @@ class Loop:
         return [self.summaries[index] for index in sorted(self.summaries)]
 
     def _active(self) -> list[int]:
+        """The indices of the seeds still training."""
         return [index for index, seed in enumerate(self.seeds) if seed.end is None]
 
     def _out_of_time_on_any_rank(self) -> bool:
+        """A time budget spent on any rank, agreed on by all (one collective per evaluation)."""
         budget = self.training.budget
         return budget.seconds is not None and any_rank(
             budget_spent(budget, self.step, self.train_seconds), self.workers, self.device
         )
 
     def _evaluation_point(self, finite: list[bool]) -> None:
+        """Rows of the seeds still training, the end of those whose loss is not ``finite``,
+        then a checkpoint if one is due and a seed still trains."""
         active = self._active()
         self.sink.evals(self._evaluate(active))
         self._end([index for index in active if not finite[index]], STATUS_DIVERGED)

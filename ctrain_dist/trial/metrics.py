@@ -33,6 +33,22 @@ import torch
 from torch import nn
 
 from ctrain_dist.constraints import ConstrainedProblem
+from ctrain_dist.store.schema import (
+    ACCURACY,
+    AUC,
+    AUC_M,
+    DP_GAP,
+    INA,
+    IND,
+    LOSS_GAP,
+    MAX_VIOLATION,
+    OBJECTIVE,
+    SF,
+    SP,
+    WD,
+    constraint_column,
+    group_column,
+)
 
 EVAL_CHUNK_ROWS = 65_536
 """Rows per forward pass, so evaluation memory stays flat whatever the split's size."""
@@ -149,19 +165,19 @@ def classification_metrics(
     group_aucs = rates["auc"][np.isfinite(rates["auc"])]
     ind = _worst_pair(rates["positive_rate"][present, None])
     row = {
-        "accuracy": accuracy,
-        "auc": float(_auc_from_blocks(pos.sum(1, keepdims=True), neg.sum(1, keepdims=True))[0]),
-        "dp_gap": ind,
-        "auc_m": float(group_aucs.mean()) if group_aucs.size else float("nan"),
-        "ind": ind,
-        "sp": _worst_pair(np.stack([rates["tpr"], rates["fpr"]], axis=1)[present]),
-        "ina": 1.0 - accuracy,
-        "sf": _worst_pair(np.stack([rates["ppv"], rates["npv"]], axis=1)[present]),
-        "wd": _wasserstein_worst_pair((neg + pos)[:, present], 1.0 / (1.0 + np.exp(-block_logits))),
-        "loss_gap": _worst_pair(rates["loss"][present, None]),
+        ACCURACY: accuracy,
+        AUC: float(_auc_from_blocks(pos.sum(1, keepdims=True), neg.sum(1, keepdims=True))[0]),
+        DP_GAP: ind,
+        AUC_M: float(group_aucs.mean()) if group_aucs.size else float("nan"),
+        IND: ind,
+        SP: _worst_pair(np.stack([rates["tpr"], rates["fpr"]], axis=1)[present]),
+        INA: 1.0 - accuracy,
+        SF: _worst_pair(np.stack([rates["ppv"], rates["npv"]], axis=1)[present]),
+        WD: _wasserstein_worst_pair((neg + pos)[:, present], 1.0 / (1.0 + np.exp(-block_logits))),
+        LOSS_GAP: _worst_pair(rates["loss"][present, None]),
     }
     for name, values in rates.items():
-        row.update({f"group_{name}_{g}": float(values[g]) for g in range(num_groups)})
+        row.update({group_column(name, g): float(values[g]) for g in range(num_groups)})
     return row
 
 
@@ -186,10 +202,10 @@ def evaluate_split(
     logits = predict_logits(model, features)
     objective, c = problem.evaluate(problem.statistics(logits, labels, groups), strict=True)
     row: dict[str, float] = {
-        "objective": float(objective),
-        "max_violation": float(c.clamp_min(0).max()) if c.numel() else 0.0,
+        OBJECTIVE: float(objective),
+        MAX_VIOLATION: float(c.clamp_min(0).max()) if c.numel() else 0.0,
     }
-    row.update({f"constraint_{i}": float(value) for i, value in enumerate(c)})
+    row.update({constraint_column(i): float(value) for i, value in enumerate(c)})
     row.update(
         classification_metrics(
             logits.double().cpu().numpy(),

@@ -11,7 +11,8 @@ from torch import nn
 def build_mlp(num_features: int, hidden: Sequence[int], dtype: torch.dtype) -> nn.Module:
     """A ReLU MLP with one output logit, default (Kaiming-uniform) initialisation.
 
-    Initialisation draws from torch's global generator, which the trainer seeds per trial.
+    Initialisation draws from torch's global generator, which ``learner.trial_model`` seeds
+    per trial.
     """
     layers: list[nn.Module] = []
     width = num_features
