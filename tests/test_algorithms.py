@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from bitwise import assert_bitwise_equal
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
@@ -217,21 +218,6 @@ def test_step_never_reads_a_tensor_value_on_the_host(name, start):
     assert detector.syncs == []
 
 
-def _assert_bitwise_equal(a, b, where: str = "state") -> None:
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_bitwise_equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_bitwise_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.parametrize("seeds", [None, 3], ids=["one", "packed"])
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_state_dict_resumes_the_same_trajectory_bitwise(name, seeds):
@@ -255,12 +241,12 @@ def test_state_dict_resumes_the_same_trajectory_bitwise(name, seeds):
     other_generator.set_state(saved_oracle)
     resumed = build_algorithm(name, [y], 1, hp, seeds)
     resumed.load_state_dict(saved_state)
-    _assert_bitwise_equal(resumed.state_dict(), saved_state, "loaded")
+    assert_bitwise_equal(resumed.state_dict(), saved_state, "loaded")
     for _ in range(k):
         resumed.step(other_estimate)
     assert torch.equal(y, x)
     assert torch.equal(resumed.multipliers(), algorithm.multipliers())
-    _assert_bitwise_equal(resumed.state_dict(), algorithm.state_dict())
+    assert_bitwise_equal(resumed.state_dict(), algorithm.state_dict())
 
 
 def test_host_sync_detector_sees_item_and_python_branching():

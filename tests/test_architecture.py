@@ -176,6 +176,25 @@ def test_the_direction_check_refuses_an_upward_import():
     assert "algorithms" in reachable("cli")  # through spec
 
 
+def heavy_modules_loaded_by(argv: list[str]) -> list[str]:
+    """Which of torch and Ray ``ctrain ARGV`` loads, read from ``sys.modules`` of a fresh
+    interpreter after the command returns."""
+    probe = (
+        "import sys\n"
+        "from ctrain_dist.cli.main import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED', ','.join(m for m in ('torch', 'ray') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.rsplit("LOADED", 1)[1].strip().split(",") if m]
+
+
 LIGHT_COMMANDS = [
     ["--help"],
     ["store", "ls", "{store}"],
@@ -187,35 +206,10 @@ LIGHT_COMMANDS = [
 
 @pytest.mark.parametrize("argv", LIGHT_COMMANDS, ids=lambda argv: " ".join(argv))
 def test_store_report_and_status_commands_load_neither_torch_nor_ray(argv, tmp_path):
-    """Checked in a fresh interpreter: what ``ctrain`` loaded, read from ``sys.modules``."""
     argv = [part.format(store=tmp_path) for part in argv]
-    probe = (
-        "import sys\n"
-        "from ctrain_dist.cli.main import main\n"
-        "try:\n"
-        f"    main({argv!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in ('torch', 'ray') if m in sys.modules)\n"
-        "print('LOADED', ','.join(heavy))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = result.stdout.rsplit("LOADED", 1)[1].strip()
-    assert loaded == "", f"`ctrain {' '.join(argv)}` loaded {loaded}"
+    assert heavy_modules_loaded_by(argv) == [], f"`ctrain {' '.join(argv)}` loads them"
 
 
 def test_the_sys_modules_probe_sees_torch_when_it_is_loaded():
     """Control: a command that needs torch is seen loading it."""
-    probe = (
-        "import sys\n"
-        "from ctrain_dist.cli.main import main\n"
-        "main(['algorithms'])\n"
-        "print('LOADED', 'torch' in sys.modules)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert result.stdout.rsplit("LOADED", 1)[1].strip() == "True"
+    assert "torch" in heavy_modules_loaded_by(["algorithms"])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bitwise import assert_bitwise_equal
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.spec import load_spec
@@ -50,21 +51,6 @@ def _trials(algorithm: str, *overrides: str):
     return spec.trials()
 
 
-def _assert_bitwise_equal(a, b, where="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_bitwise_equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_bitwise_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, algorithm):
     (trial,) = _trials(algorithm)
@@ -80,7 +66,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, algorithm):
     a, b = (torch.load(p, weights_only=False) for p in (whole, resumed))
     assert a["step"] == b["step"] == 2 * K
     for key in ("model", "algorithm", "samplers"):
-        _assert_bitwise_equal(a[key], b[key], key)
+        assert_bitwise_equal(a[key], b[key], key)
     assert [r["step"] for r in sink.rows] == [r["step"] for r in a["seeds"][0]["history"]]
     assert sink.trials[0]["status"] == "finished"
 
