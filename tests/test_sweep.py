@@ -48,6 +48,8 @@ def test_every_trial_has_one_finished_row_with_final_test_metrics(swept):
 
 def test_evals_hold_every_evaluation_point_for_every_split(swept):
     evals = store.open(swept[0]).evals("two-trials")
+    trial_ids = store.open(swept[0]).trials("two-trials")["trial_id"]
+    assert set(evals["trial_id"]) == set(trial_ids) and len(trial_ids) == 2
     for _, rows in evals.groupby("trial_id"):
         assert sorted(set(rows["step"])) == [0, 25, 50, 60]
         assert len(rows) == 4 * 3
