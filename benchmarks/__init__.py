@@ -33,6 +33,7 @@ def interleave(
     steps: int,
     warmup: int,
     steps_for: dict[str, int] | None = None,
+    synchronize: Callable[[], None] | None = None,
 ) -> dict[str, Timing]:
     """Time ``steps`` calls of every candidate per repetition, candidates in rotating order.
 
@@ -43,6 +44,10 @@ def interleave(
     order rotates by one each repetition, so no candidate always follows the same neighbour.
     Besides wall time it records the thread's CPU time, which excludes the time this process
     waits for a core while other processes run (robust under load, blind to contention).
+
+    ``synchronize`` (on a GPU, ``torch.cuda.synchronize``) runs before the clocks start and
+    before they stop: a CUDA call returns once its work is queued, so without it the clock
+    would time the queueing, not the work.
     """
     steps_for = steps_for or {}
     for name, call in candidates.items():
@@ -54,9 +59,13 @@ def interleave(
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             call, calls = candidates[name], steps_for.get(name, steps)
+            if synchronize is not None:
+                synchronize()
             wall, cpu = time.perf_counter(), time.thread_time()
             for _ in range(calls):
                 call()
+            if synchronize is not None:
+                synchronize()
             timings[name].cpu.append((time.thread_time() - cpu) / calls)
             timings[name].wall.append((time.perf_counter() - wall) / calls)
     return timings

@@ -52,7 +52,7 @@ class _Discard:
         pass
 
 
-def _trials(algorithm: str, seeds: int, steps: int) -> list[TrialSpec]:
+def _trials(algorithm: str, seeds: int, steps: int, device: str = "cpu") -> list[TrialSpec]:
     return load_spec(
         QUICKSTART,
         [
@@ -60,7 +60,7 @@ def _trials(algorithm: str, seeds: int, steps: int) -> list[TrialSpec]:
             f"algorithms=[{{name: {algorithm}}}]",
             f"training.budget.steps={steps}",
             f"training.eval_every={steps}",
-            "training.device=cpu",
+            f"training.device={device}",
         ],
     ).trials()
 

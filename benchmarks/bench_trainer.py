@@ -50,7 +50,7 @@ from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.spec import TrialSpec, parse_spec
 from ctrain_dist.trial.distributed import Workers
 from ctrain_dist.trial.learner import ModelLearner
-from ctrain_dist.trial.loop import budget_spent
+from ctrain_dist.trial.loop import budget_spent, synchronise
 from ctrain_dist.trial.model import build_mlp
 
 BOUND = 0.05
@@ -79,9 +79,14 @@ def trial_specs() -> dict[str, TrialSpec]:
     return {trial.algorithm: trial for trial in spec.trials()}
 
 
-def framework_step(trial: TrialSpec, data: TabularData) -> Callable[[], None]:
+CPU = torch.device("cpu")
+
+
+def framework_step(
+    trial: TrialSpec, data: TabularData, device: torch.device = CPU
+) -> Callable[[], None]:
     """One training step of ``trial``: the body of ``loop.Loop.run``'s loop, evaluation aside."""
-    learner = ModelLearner(trial, data, Workers(), torch.device("cpu"))
+    learner = ModelLearner(trial, data, Workers(), device)
     budget, every = trial.training.budget, trial.training.eval_every
     started = time.perf_counter()
     step = evaluations_due = 0
@@ -103,15 +108,21 @@ def framework_step(trial: TrialSpec, data: TabularData) -> Callable[[], None]:
 class _Batches:
     """Minimal minibatches: a permutation sliced in order, reshuffled when it runs out."""
 
-    def __init__(self, rows: int, seed: int = 0) -> None:
+    def __init__(self, rows: int, device: torch.device, seed: int = 0) -> None:
         self.rows = rows
+        self.device = device
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(rows, generator=self.generator)
+        self.order = self._shuffled()
         self.position = 0
+
+    def _shuffled(self) -> torch.Tensor:
+        """A permutation on the data's device: host indices into device tensors would be
+        copied over, the host waiting for the copy, at every step."""
+        return torch.randperm(self.rows, generator=self.generator).to(self.device)
 
     def next(self) -> torch.Tensor:
         if self.position + BATCH > self.rows:
-            self.order = torch.randperm(self.rows, generator=self.generator)
+            self.order = self._shuffled()
             self.position = 0
         batch = self.order[self.position : self.position + BATCH]
         self.position += BATCH
@@ -119,13 +130,14 @@ class _Batches:
 
 
 class _Bare:
-    """Training tensors, a fresh MLP and batches; subclasses write one algorithm's step."""
+    """Training tensors, a fresh MLP and batches on the tensors' device; subclasses write one
+    algorithm's step."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor):
         self.features, self.labels, self.groups = features, labels, groups
-        self.model = build_mlp(features.shape[1], HIDDEN, torch.float32)
+        self.model = build_mlp(features.shape[1], HIDDEN, torch.float32).to(features.device)
         self.params = list(self.model.parameters())
-        self.batches = _Batches(labels.numel())
+        self.batches = _Batches(labels.numel(), features.device)
 
     def loss(self) -> torch.Tensor:
         rows = self.batches.next()
@@ -182,7 +194,7 @@ class BarePenalty(_Bare):
 class BareALM(_Bare):
     def __init__(self, *tensors: torch.Tensor) -> None:
         super().__init__(*tensors)
-        self.duals = torch.zeros(2)
+        self.duals = torch.zeros(2, device=self.features.device)
 
     def step(self) -> None:
         loss, c = self.loss_and_gap()
@@ -195,7 +207,7 @@ class BareALM(_Bare):
 class BareSSLALM(_Bare):
     def __init__(self, *tensors: torch.Tensor) -> None:
         super().__init__(*tensors)
-        self.duals = torch.zeros(2)
+        self.duals = torch.zeros(2, device=self.features.device)
         self.centres = [p.detach().clone() for p in self.params]
 
     def step(self) -> None:
@@ -246,7 +258,7 @@ BARE: dict[str, type[_Bare]] = {
 
 def dataloader_step(features: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     """Adam fed by a shuffling ``DataLoader`` over a ``TensorDataset`` (the naive loop)."""
-    model = build_mlp(features.shape[1], HIDDEN, torch.float32)
+    model = build_mlp(features.shape[1], HIDDEN, torch.float32).to(features.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(features, labels), batch_size=BATCH, shuffle=True)
     batches = iter(loader)
@@ -266,16 +278,21 @@ def dataloader_step(features: torch.Tensor, labels: torch.Tensor) -> Callable[[]
     return step
 
 
-def candidates(names: list[str] | None = None) -> dict[str, Callable[[], None]]:
-    """Every candidate's step function (or only those named), each with its own state."""
+def candidates(
+    names: list[str] | None = None, device: torch.device = CPU
+) -> dict[str, Callable[[], None]]:
+    """Every candidate's step function (or only those named), each with its own state, on
+    ``device``."""
     trials = trial_specs()
     first = next(iter(trials.values()))
     data = load_data(first.data, first.split)
     train = data.splits["train"]
-    tensors = (data.features[train], data.labels[train], data.groups[train])
+    tensors = tuple(
+        t.to(device) for t in (data.features[train], data.labels[train], data.groups[train])
+    )
     builders: dict[str, Callable[[], Callable[[], None]]] = {
         **{
-            f"framework:{name}": functools.partial(framework_step, trial, data)
+            f"framework:{name}": functools.partial(framework_step, trial, data, device)
             for name, trial in trials.items()
         },
         **{
@@ -349,13 +366,22 @@ def measure_memory(names: list[str], steps: int) -> dict[str, dict[str, float]]:
     return results
 
 
-def measure(quick: bool) -> dict[str, Any]:
-    """Interleaved per-step times of every candidate, ratios, and peak memory."""
+def timed(quick: bool, device: str = "cpu") -> dict[str, Any]:
+    """Interleaved per-step times of every candidate on ``device``, and their ratios. On CUDA
+    the clocks are read with the device's queue drained (``interleave``'s ``synchronize``)."""
     torch.set_num_threads(1)
+    target = torch.device(device)
     repeats, steps, warmup = (5, 40, 20) if quick else (21, 200, 200)
-    steps_of = candidates()
+    steps_of = candidates(device=target)
     slow = {SLOW: max(2, steps // 40)}
-    timings = interleave(steps_of, repeats, steps, warmup, steps_for=slow)
+    timings = interleave(
+        steps_of,
+        repeats,
+        steps,
+        warmup,
+        steps_for=slow,
+        synchronize=functools.partial(synchronise, target),
+    )
     baseline = timings["bare:adam"]
     figures: dict[str, Any] = {"repeats": repeats, "steps": steps, "candidates": {}}
     for name, timing in timings.items():
@@ -376,7 +402,14 @@ def measure(quick: bool) -> dict[str, Any]:
                     row[f"vs_{twin}"] = spread(ratios(timing.wall, timings[twin].wall)).as_dict()
                     row[f"cpu_vs_{twin}"] = spread(ratios(timing.cpu, timings[twin].cpu)).as_dict()
         figures["candidates"][name] = row
-    probed = ["framework:ssl_alm", "bare:ssl_alm", "dataloader:adam"] if quick else list(timings)
+    return figures
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """``timed`` on the CPU, and each candidate's peak memory (in a process of its own)."""
+    figures = timed(quick)
+    every = list(figures["candidates"])
+    probed = ["framework:ssl_alm", "bare:ssl_alm", "dataloader:adam"] if quick else every
     for name, memory in measure_memory(probed, 50 if quick else 300).items():
         figures["candidates"][name]["memory"] = memory
     return figures
@@ -478,10 +511,10 @@ def _notes(rows: dict[str, Any]) -> list[str]:
         "the previous implementation for every constraint kind, pairing, weighting and "
         "dtype):",
         "",
-        "1. In one process, `ConstrainedProblem.loss_and_values` computes the loss and each "
+        "1. In one process, `ConstrainedProblem.batch_estimate` computes the loss and each "
         "constraint from its own statistics; through the flat vector (still used where it is "
         "all-reduced) the loss's gradient flowed back through every constraint statistic "
-        "(about 60 µs of backward per estimate). There, `GroupGap.batch_value` goes from the "
+        "(about 60 µs of backward per estimate). There, `GroupGap.batch_estimate` goes from the "
         "group sums to the pairwise gaps with one division and one matrix-vector product "
         "(the same numbers bit for bit as `value(statistics(...))`, gradients included).",
         "2. `GroupGap.value` is vectorised: one gather of the sums, one of the (detached) "

@@ -1,14 +1,16 @@
-"""Two file-system primitives that several modules rely on for crash safety.
+"""The file-system primitives that several modules rely on for crash safety.
 
 Why here, once: trainer checkpoints, the store's part files and compaction epochs, the
 preprocessing cache and the SLURM rendezvous all need a reader to see a whole file or none,
-durably, and a writer that dies to release its lock.
+durably, and a writer that dies to release its lock; a sweep driver needs to learn, without
+waiting, that another one holds its store (and which one).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +72,38 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock; ``holder`` is what it wrote: its host and PID."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder or 'a process that wrote no name'}")
+        self.path = path
+        self.holder = holder
+
+
+@contextmanager
+def held_or_refused(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, or raise :class:`LockHeld` now.
+
+    The holder writes ``host <name> pid <pid>`` into the file, so the process refused can say
+    who holds it. Like :func:`exclusive_lock`, the lock dies with its holder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise LockHeld(path, handle.read().strip()) from None
+        try:
+            handle.truncate(0)
+            handle.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -26,35 +27,91 @@ from pydantic import (
 )
 
 from ctrain_dist.algorithms import ALGORITHMS
-from ctrain_dist.constraints import CONSTRAINTS
+from ctrain_dist.constraints import BUILTIN_SPECIFIC_CONSTRAINTS, CONSTRAINTS, GAP_CONSTRAINTS
 from ctrain_dist.data.config import DATASETS, AdultDataSpec, DataSpec, SplitSpec, StrictModel
 from ctrain_dist.errors import SpecError
+from ctrain_dist.plugins import resolve
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+MAX_SEEDS = 10_000
+"""More seeds than this is a typo (``seeds: 1000000000`` would build a list of 1e9 seeds)."""
+MAX_TRIALS = 100_000
+"""More trials than this no store or scheduler of this package is sized for."""
+ADULT_ROWS = 48_842
+"""Rows of the embedded UCI Adult copy (``data/adult.py``), for a check that needs no load."""
+
 
 class ModelSpec(StrictModel):
+    """The built-in ReLU MLP (``hidden``), or the user's ``nn.Module`` from ``factory``.
+
+    A factory is called as ``factory(num_features=d, num_outputs=1, dtype=..., **options)``
+    and returns a module mapping ``[B, d]`` features to ``[B, 1]`` logits; it is resolved
+    here, so a path that does not import is refused by name, and run on one minibatch before
+    anything starts (``trial.probe``).
+    """
+
     hidden: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [64, 32], description="hidden widths of the ReLU MLP"
     )
+    factory: str | None = Field(
+        None, description="package.module:function returning your nn.Module (replaces the MLP)"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments passed to factory"
+    )
+
+    @field_validator("factory")
+    @classmethod
+    def _resolves(cls, factory: str | None) -> str | None:
+        if factory is not None and not callable(resolve(factory)):
+            raise ValueError(f"{factory} is not callable; name a function returning an nn.Module")
+        return factory
+
+    @model_validator(mode="after")
+    def _options_need_a_factory(self) -> ModelSpec:
+        if self.options and self.factory is None:
+            raise ValueError("model.options are passed to model.factory; set factory or drop them")
+        return self
 
 
 class ConstraintSpec(StrictModel):
-    kind: str = Field(description=f"one of {sorted(CONSTRAINTS)}")
+    kind: str = Field(description="a built-in kind, an entry point or package.module:Class")
     bound: float = Field(ge=0, description="gap bound, or the Frobenius norm bound (weight_norm)")
     pairs: Literal["all", "vs_rest", "vs_population"] = Field(
         "all",
         description="which groups a gap compares: every pair, each vs the rest, each vs all rows",
     )
+    decide_on: Literal["strict", "surrogate"] = Field(
+        "strict",
+        description="the value multiplier updates, switching and feasibility tests inside an "
+        "algorithm read: strict (the hard 0/1 rate of a rate constraint) or surrogate (its "
+        "sigmoid); the primal gradient always follows the surrogate, and loss and norm "
+        "constraints are their own surrogate",
+    )
+
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of a rate_bound or a user's constraint class",
+    )
 
     @field_validator("kind")
     @classmethod
     def _known(cls, kind: str) -> str:
+        """A built-in, an installed entry point or a ``package.module:Class`` that imports
+        (a failing import raises ``plugins.PluginError``, a ``ValueError``, naming it)."""
         if kind not in CONSTRAINTS:
             raise ValueError(
-                f"unknown constraint {kind!r}; known: {', '.join(sorted(CONSTRAINTS))}"
+                f"unknown constraint {kind!r}; known: {', '.join(sorted(CONSTRAINTS))}, or "
+                "package.module:Class"
             )
         return kind
+
+    @model_validator(mode="after")
+    def _options_for_generic_kinds(self) -> ConstraintSpec:
+        if self.options and self.kind in BUILTIN_SPECIFIC_CONSTRAINTS:
+            raise ValueError(f"{self.kind} takes no options; drop constraints.options")
+        return self
 
 
 class BudgetSpec(StrictModel):
@@ -81,18 +138,29 @@ class TrainingSpec(StrictModel):
         description="group-stratified batches with at least this many rows of every group "
         "(objective reweighted to stay unbiased); unset: plain uniform batches",
     )
+    rows_per_group: int | None = Field(
+        None,
+        gt=0,
+        description="group-balanced batches: exactly this many rows of every group, batch_size "
+        "= rows_per_group × groups (objective reweighted to stay unbiased)",
+    )
     checkpoint_every: int | None = Field(
         None, gt=0, description="save a checkpoint every this many steps (at evaluation points)"
     )
 
     @model_validator(mode="after")
     def _quota_fits_the_batch(self) -> TrainingSpec:
-        """Every dataset has at least two groups, so two quotas must fit in one batch."""
-        if self.min_group_count is not None and 2 * self.min_group_count > self.batch_size:
-            raise ValueError(
-                f"min_group_count {self.min_group_count} for at least two groups exceeds "
-                f"batch_size {self.batch_size}; lower it or raise batch_size"
-            )
+        """Every dataset has at least two groups, so two quotas must fit in one batch; the
+        quotas' checks against the data are ``check_sampling``'s."""
+        if self.min_group_count is not None and self.rows_per_group is not None:
+            raise ValueError("give min_group_count or rows_per_group, not both")
+        for name in ("min_group_count", "rows_per_group"):
+            quota = getattr(self, name)
+            if quota is not None and 2 * quota > self.batch_size:
+                raise ValueError(
+                    f"{name} {quota} for at least two groups exceeds "
+                    f"batch_size {self.batch_size}; lower it or raise batch_size"
+                )
         return self
 
 
@@ -132,6 +200,20 @@ class ResourcesSpec(StrictModel):
     )
 
 
+class AnalysisSpec(StrictModel):
+    """How results are judged; never part of a trial's identity (its ``trial_id``).
+
+    ``ctrain sweep --confirm`` selects under it; ``ctrain report`` is given the same value with
+    ``--feasibility-tolerance`` (the report reads only the store, not the spec).
+    """
+
+    feasibility_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="a seed is feasible when its max violation is at most this (0: exactly met)",
+    )
+
+
 class SweepSpec(StrictModel):
     """A study: data × constraints × algorithms × hyperparameters × seeds."""
 
@@ -151,6 +233,7 @@ class SweepSpec(StrictModel):
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     @field_validator("seeds")
     @classmethod
@@ -159,7 +242,19 @@ class SweepSpec(StrictModel):
             raise ValueError("seeds must be a positive count or a non-empty list")
         if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds)):
             raise ValueError("seeds must be a non-empty list without repeats")
+        count = seeds if isinstance(seeds, int) else len(seeds)
+        if count > MAX_SEEDS:
+            raise ValueError(f"{count} seeds is more than the {MAX_SEEDS} allowed; give fewer")
         return seeds
+
+    def trial_count(self) -> int:
+        """How many trials :meth:`trials` would build, computed without building them."""
+        seeds = self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+        grids = sum(
+            math.prod(len(v) if isinstance(v, list) else 1 for v in a.params.values())
+            for a in self.algorithms
+        )
+        return grids * seeds
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -217,6 +312,8 @@ def packing_obstacle(trial: TrialSpec) -> str | None:
         return f"{trial.algorithm} solves per-seed subproblems on the host and cannot batch seeds"
     if any(c.kind == "weight_norm" for c in trial.constraints):
         return "the weight_norm constraint reads one model's weights and cannot batch seeds"
+    if trial.model.factory is not None:
+        return "packing stacks only the built-in MLP; a model.factory model trains alone"
     return None
 
 
@@ -243,13 +340,61 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def non_finite_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first infinite or NaN number in ``value``, or None.
+
+    Bounds such as ``gt=0`` let ``.inf`` through, and JSON (Ray's configs, the store's config
+    column) turns it into null, so a non-finite number is refused by name before anything runs.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, list | tuple):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return None
+    for key, item in value.items():
+        found = non_finite_field(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _require_finite(value: Any, path: str = "") -> None:
+    field = non_finite_field(value, path)
+    if field is not None:
+        raise SpecError(_field_path(tuple(field.split("."))), "must be a finite number")
+
+
+def _check_trial_count(spec: SweepSpec) -> None:
+    count = spec.trial_count()
+    if count > MAX_TRIALS:
+        raise SpecError(
+            "algorithms",
+            f"the grid × seeds makes {count} trials, more than the {MAX_TRIALS} allowed; "
+            "list fewer values or seeds",
+        )
+
+
 def _check_hyperparameters(spec: SweepSpec) -> None:
-    """Validate every listed hyperparameter value against its algorithm's declared model."""
+    """Validate every listed hyperparameter value against its algorithm's declared model,
+    and refuse a configuration listed twice: both would be one trial id, trained twice."""
+    seen: dict[str, str] = {}
     for index, algorithm in enumerate(spec.algorithms):
         model = ALGORITHMS[algorithm.name].hyperparameters
-        for combo in algorithm.grid():
+        for position, combo in enumerate(algorithm.grid()):
+            here = f"algorithms.{index}" + (f" (grid item {position})" if position else "")
+            key = json.dumps([algorithm.name, combo], sort_keys=True, default=str)
+            if key in seen:
+                raise SpecError(
+                    f"algorithms.{index}",
+                    f"{here} repeats the configuration of {seen[key]}: the same trial would "
+                    "train twice; drop one of them",
+                )
+            seen[key] = here
             try:
-                model(**combo)
+                _require_finite(model(**combo), f"algorithms.{index}.params")
             except ValidationError as error:
                 first = error.errors()[0]
                 name = _field_path(first["loc"])
@@ -266,6 +411,94 @@ def _check_data(spec: SweepSpec) -> None:
     from ctrain_dist.data.load import check_data
 
     check_data(spec.data, spec.split)
+
+
+EMPTY_GROUP_WARNING_SHARE = 0.01
+"""Warn when more than this share of minibatches leaves a compared group or cell empty."""
+
+
+def check_sampling(spec: SweepSpec) -> list[str]:
+    """Minibatch problems only the training split shows, before anything starts.
+
+    Refuses a quota (``training.rows_per_group``, ``training.min_group_count``) the split
+    cannot meet, with a :class:`SpecError` naming the field; returns warnings (one line each,
+    naming the field) when more than ``EMPTY_GROUP_WARNING_SHARE`` of the minibatches would
+    hold no row of a group, or (group, label) cell, that a gap constraint compares: those
+    estimates skip the comparison (``constraints``), so it is estimated and enforced on fewer
+    steps than the budget. Loads the data (what every trial then reuses), so the launchers'
+    callers call it once, not ``parse_spec``.
+    """
+    from ctrain_dist.data.coverage import empty_probability, split_strata, worst_cell
+    from ctrain_dist.data.load import load_data
+    from ctrain_dist.data.stratified import group_sizes, sampler_quotas
+
+    gaps = [c for c in spec.constraints if c.kind in GAP_CONSTRAINTS]
+    if not gaps:
+        return []
+    training = spec.training
+    data = load_data(spec.data, spec.split)
+    sizes = group_sizes(data.splits["train"], data.groups, data.num_groups)
+    quota_field = "rows_per_group" if training.rows_per_group is not None else "min_group_count"
+    try:
+        quotas = sampler_quotas(
+            sizes, training.batch_size, training.min_group_count, training.rows_per_group
+        )
+    except ValueError as error:
+        raise SpecError(f"training.{quota_field}", str(error)) from None
+    by_label = any(c.kind == "equalized_odds" for c in gaps)
+    strata = split_strata(data, "train", training.batch_size, quotas, by_label)
+    share = empty_probability(strata)
+    if share <= EMPTY_GROUP_WARNING_SHARE:
+        return []
+    cell, cell_share = worst_cell(strata)
+    name = data.group_names[cell.group]
+    what = name if cell.label is None else f"{name} with label {cell.label}"
+    field = "batch_size" if quotas is None else quota_field
+    fix = (
+        f"set training.rows_per_group (group-balanced batches of batch_size / "
+        f"{data.num_groups} rows per group) or raise training.batch_size"
+        if quotas is None
+        else f"raise training.{quota_field} and training.batch_size"
+    )
+    return [
+        f"training.{field}: {share:.1%} of minibatches would leave a compared group or cell "
+        f"empty (most often {what}: {cell_share:.1%}, {cell.rows} of "
+        f"{sum(sizes)} training rows), and those estimates skip its comparisons; {fix}"
+    ]
+
+
+def require_batch_fits(spec: SweepSpec, training_rows: int) -> None:
+    """Refuse a batch larger than the training split (every trial's sampler would raise)."""
+    if spec.training.batch_size > training_rows:
+        raise SpecError(
+            "training.batch_size",
+            f"{spec.training.batch_size} is larger than the training split's {training_rows} "
+            "rows; lower it, or lower split.val and split.test",
+        )
+
+
+def _check_batch_fits(spec: SweepSpec) -> None:
+    """The batch against the training split of the embedded Adult data, loading it only when
+    the batch is near the split's size (each of its 4 label × group cells rounds by at most
+    one row). Cached datasets are checked by the launchers once their entry is built."""
+    if not isinstance(spec.data, AdultDataSpec):
+        return
+    least = ADULT_ROWS * (1 - spec.split.val - spec.split.test) - 4
+    if spec.data.path is None and spec.training.batch_size <= least:
+        return
+    from ctrain_dist.data.load import load_data
+
+    require_batch_fits(spec, load_data(spec.data, spec.split).splits["train"].numel())
+
+
+def require_device(spec: SweepSpec, cuda_devices: int) -> None:
+    """Refuse ``training.device: cuda`` where no CUDA device is visible (checked where the
+    trials run, not in :func:`parse_spec`: a login node may lack the cluster's GPUs)."""
+    if spec.training.device == "cuda" and cuda_devices == 0:
+        raise SpecError(
+            "training.device",
+            "cuda, but this machine has no CUDA device; set it to auto or cpu",
+        )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -352,9 +585,11 @@ def read_yaml_mapping(path: Path, field: str) -> dict[str, Any]:
     if not path.is_file():
         raise SpecError(field, f"{path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise SpecError(field, f"{path} is not valid YAML: {error}".splitlines()[0]) from None
+    if raw is None:
+        raise SpecError(field, f"{path} is empty; write a spec (sweeps/quickstart.yaml shows one)")
     if not isinstance(raw, dict):
         raise SpecError(field, f"{path} must hold a mapping at the top level")
     return raw
@@ -362,15 +597,19 @@ def read_yaml_mapping(path: Path, field: str) -> dict[str, Any]:
 
 def parse_spec(raw: dict[str, Any]) -> SweepSpec:
     """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
+    _require_finite(raw)
     spec = validate_model(
         SweepSpec, raw, _field_path, "check its spelling against the spec reference in README.md"
     )
+    _require_finite(spec)
+    _check_trial_count(spec)
     _check_hyperparameters(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
     require_single_process_packs(
         spec, spec.resources.workers_per_trial, "resources.workers_per_trial"
     )
     _check_data(spec)
+    _check_batch_fits(spec)
     return spec
 
 

@@ -6,14 +6,34 @@ Unit problem: minimise (x - 2)^2 subject to x - 1 <= 0; the solution is x* = 1 w
 """
 
 import copy
+from types import SimpleNamespace
 
+import numpy as np
+import osqp
 import pytest
 import torch
 from bitwise import assert_bitwise_equal
+from pydantic import ValidationError
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
 from ctrain_dist.algorithms.pbm import quadratic_logarithmic, quadratic_reciprocal
+from ctrain_dist.algorithms.primal import PrimalHyperparameters
+
+PRIMAL_SETTINGS = {
+    "momentum": {"primal": "momentum", "momentum": 0.5},
+    "adam": {"primal": "adam", "lr": 0.01, "beta1": 0.8},
+    "adamw": {"primal": "adamw", "lr": 0.01, "weight_decay": 0.1},
+}
+"""A non-default setting of each primal optimiser besides plain SGD."""
+CONFIGURATIONS = [(name, {}) for name in sorted(ALGORITHMS)] + [
+    (name, settings)
+    for name, cls in sorted(ALGORITHMS.items())
+    if issubclass(cls.hyperparameters, PrimalHyperparameters)
+    for settings in PRIMAL_SETTINGS.values()
+]
+"""Every algorithm with its defaults, and every one taking a ``primal`` with each other one."""
+CONFIGURATION_IDS = [f"{name}-{hp.get('primal', 'default')}" for name, hp in CONFIGURATIONS]
 
 
 def _problem(start: float = 0.0, sigma: float = 0.0, seed: int = 0, seeds: int | None = None):
@@ -206,11 +226,16 @@ def _host_counters(algorithm) -> list[torch.Tensor]:
     return [state["step"] for state in optimizer.state.values() if "step" in state]
 
 
-@pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"ghost"}))
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [(name, hp) for name, hp in CONFIGURATIONS if name != "ghost"],
+    ids=[id_ for id_ in CONFIGURATION_IDS if not id_.startswith("ghost")],
+)
 @pytest.mark.parametrize("start", [0.0, 3.0], ids=["feasible", "infeasible"])
-def test_step_never_reads_a_tensor_value_on_the_host(name, start):
+def test_step_never_reads_a_tensor_value_on_the_host(name, settings, start):
     x, estimate, _ = _problem(start=start)
-    algorithm = build_algorithm(name, [x], 1, {"inner_steps": 1} if name == "pbm" else {})
+    hp = {"inner_steps": 1, **settings} if name == "pbm" else settings
+    algorithm = build_algorithm(name, [x], 1, hp)
     algorithm.step(estimate)  # torch.optim initialises lazily; watch the steady state
     with _HostSyncDetector(_host_counters(algorithm)) as detector:
         for _ in range(3):
@@ -219,13 +244,14 @@ def test_step_never_reads_a_tensor_value_on_the_host(name, start):
 
 
 @pytest.mark.parametrize("seeds", [None, 3], ids=["one", "packed"])
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_state_dict_resumes_the_same_trajectory_bitwise(name, seeds):
+@pytest.mark.parametrize(("name", "settings"), CONFIGURATIONS, ids=CONFIGURATION_IDS)
+def test_state_dict_resumes_the_same_trajectory_bitwise(name, settings, seeds):
     if seeds is not None and not ALGORITHMS[name].batchable:
         pytest.skip(f"{name} trains one seed at a time")
     k = 6
     x, estimate, generator = _problem(sigma=0.1, seeds=seeds)
-    hp = {"inner_steps": 4} if name == "pbm" else {}  # the resumed steps cross outer iterations
+    # PBM: the resumed steps cross outer iterations
+    hp = {"inner_steps": 4, **settings} if name == "pbm" else settings
     algorithm = build_algorithm(name, [x], 1, hp, seeds)
     for _ in range(k):
         algorithm.step(estimate)
@@ -247,6 +273,65 @@ def test_state_dict_resumes_the_same_trajectory_bitwise(name, seeds):
     assert torch.equal(y, x)
     assert torch.equal(resumed.multipliers(), algorithm.multipliers())
     assert_bitwise_equal(resumed.state_dict(), algorithm.state_dict())
+
+
+def test_penalty_with_primal_adam_takes_adams_step_on_the_penalised_objective():
+    x, estimate, _ = _problem(start=0.0)  # feasible: the hinge adds nothing
+    y, same, _ = _problem(start=0.0)
+    penalty = build_algorithm("penalty", [x], 1, {"primal": "adam", "lr": 0.1})
+    adam = build_algorithm("adam", [y], 1, {"lr": 0.1})
+    for _ in range(3):
+        penalty.step(estimate)
+        adam.step(same)
+    assert torch.equal(x, y)
+
+
+def test_primal_momentum_keeps_a_heavy_ball_buffer():
+    x, estimate, _ = _problem(start=0.0)
+    algorithm = build_algorithm("penalty", [x], 1, {"primal": "momentum", "momentum": 0.5})
+    algorithm.step(estimate)
+    algorithm.step(estimate)
+    # v¹ = g⁰ = −4, x¹ = 0.2; g¹ = 2(0.2 − 2) = −3.6, v² = 0.5·(−4) − 3.6 = −5.6
+    assert x.item() == pytest.approx(0.2 + 0.05 * 5.6)
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"primal": "adam", "momentum": 0.5}, "momentum is read by primal momentum"),
+        ({"primal": "sgd", "beta1": 0.5}, "beta1 is read by primal adam or adamw"),
+        ({"momentum": 0.5}, "not by sgd"),
+    ],
+)
+def test_a_setting_the_chosen_primal_does_not_read_is_refused(settings, refused):
+    with pytest.raises(ValidationError, match=refused):
+        ALGORITHMS["alm"].hyperparameters(**settings)
+
+
+def test_ghost_default_steps_are_square_summable_but_not_summable():
+    zeta = ALGORITHMS["ghost"].hyperparameters().lr_decay
+    assert 0.5 < zeta <= 1
+
+
+class _UnfinishedQP:
+    """An OSQP stand-in that stops at its iteration limit, as a hard QP can."""
+
+    def setup(self, **problem):
+        self.size = problem["q"].size
+
+    def solve(self, raise_error):
+        status = SimpleNamespace(
+            status_val=osqp.SolverStatus.OSQP_MAX_ITER_REACHED, status="maximum iterations reached"
+        )
+        return SimpleNamespace(x=np.zeros(self.size), info=status)
+
+
+def test_ghost_refuses_a_qp_solution_that_hit_the_iteration_limit(monkeypatch):
+    x, estimate, _ = _problem(start=3.0)
+    algorithm = build_algorithm("ghost", [x], 1, {})
+    monkeypatch.setattr(osqp, "OSQP", _UnfinishedQP)
+    with pytest.raises(RuntimeError, match="maximum iterations reached"):
+        algorithm.step(estimate)
 
 
 def test_host_sync_detector_sees_item_and_python_branching():

@@ -38,7 +38,16 @@ class ListSink:
 DATA_PARALLEL = sorted(name for name, cls in ALGORITHMS.items() if cls.data_parallel)
 
 
-def _trials(name: str = "invariance"):
+SPARSE = [
+    "data.sensitive=race",
+    "training.batch_size=8",
+    "constraints=[{kind: equalized_odds, bound: 0.05}, {kind: loss_gap, bound: 0.02}]",
+]
+"""Batches of 8 over race groups with equalized odds: many global batches lack a group or a
+(group, label) cell, and a rank's 4-row slice lacks one far more often."""
+
+
+def _trials(name: str = "invariance", *overrides: str):
     spec = load_spec(
         QUICKSTART,
         [
@@ -49,14 +58,15 @@ def _trials(name: str = "invariance"):
             f"training.eval_every={STEPS // 2}",
             f"training.checkpoint_every={STEPS}",
             "training.dtype=float64",
+            *overrides,
         ],
     )
     return spec.trials()
 
 
-def _train_all(folder: str) -> None:
+def _train_all(folder: str, *overrides: str) -> None:
     """Every rank trains every algorithm's trial; rank 0 checkpoints each at the last step."""
-    for trial in _trials():
+    for trial in _trials("invariance", *overrides):
         train([trial], ListSink(), checkpoint=Path(folder) / f"{trial.algorithm}.pt")
 
 
@@ -107,9 +117,31 @@ def test_the_ranks_slices_hold_different_minority_counts():
     assert counts[0] != counts[1]
 
 
+@pytest.fixture(scope="module")
+def sparse_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    one = tmp_path_factory.mktemp("sparse-one")
+    two = tmp_path_factory.mktemp("sparse-two")
+    _train_all(str(one), *SPARSE)
+    distributed.launch_local(2, _train_all, (str(two), *SPARSE))
+    return one, two
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", DATA_PARALLEL)
 def test_two_workers_equal_one_process(checkpoints, algorithm):
+    _assert_same_run(checkpoints, algorithm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", DATA_PARALLEL)
+def test_two_workers_equal_one_process_where_batches_lack_a_group(sparse_checkpoints, algorithm):
+    one, two = _assert_same_run(sparse_checkpoints, algorithm)
+    assert one["empty_group_estimates"].sum() > 0
+    assert torch.equal(one["empty_group_estimates"], two["empty_group_estimates"])
+
+
+def _assert_same_run(checkpoints: tuple[Path, Path], algorithm: str) -> tuple[dict, dict]:
+    """One process's and two workers' runs agree to 1e-9: parameters, state, curves."""
     one, two = (
         torch.load(folder / f"{algorithm}.pt", weights_only=False) for folder in checkpoints
     )
@@ -124,6 +156,7 @@ def test_two_workers_equal_one_process(checkpoints, algorithm):
         constraints = [k for k in row_one if k.startswith(("constraint_", "multiplier_"))]
         for key in [*constraints, "objective"]:
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-9, abs=1e-11), key
+    return one, two
 
 
 def test_an_algorithm_that_is_not_data_parallel_is_refused_several_workers():

@@ -36,8 +36,12 @@ SETTINGS = {
     "sgd": {"momentum": 0.9},
     "switching_subgradient": {"step_rule": "adaptive", "lr_constraint": 0.5},
     "pbm": {"inner_steps": 20},
+    "alm": {"primal": "adamw", "lr": 0.01, "weight_decay": 0.1},
+    "ssl_alm": {"primal": "adam", "lr": 0.01},
+    "nupi": {"primal": "momentum"},
 }
-"""Settings that exercise more of a step in 100 steps (momentum, Polyak steps, dual updates)."""
+"""Settings that exercise more of a step in 100 steps (momentum, Polyak steps, dual updates,
+each primal optimiser over stacked parameters; penalty and PBM keep the SGD primal)."""
 UNCOMPARED = {"attempt_id", "time_s", "train_time_s", "wall_time_s", "started_at", "ended_at"}
 
 
@@ -260,6 +264,7 @@ def test_ctrain_train_with_seeds_records_every_seed_as_its_own_trial(tmp_path, c
     assert "ghost(): ghost solves per-seed subproblems" in capsys.readouterr().out
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_packed_seeds_train_on_cuda_as_on_the_cpu():
     trials = _spec("ssl_alm").trials()
@@ -409,3 +414,41 @@ def test_ctrain_train_records_every_failed_attempt_of_a_pack_and_exits_1(tmp_pat
     attempts = store.open(tmp_path).trials("quickstart", all_attempts=True)
     assert sorted(attempts["status"]) == ["error"] * 4  # 2 seeds × (1 + max_failures)
     assert attempts.groupby("trial_id")["attempt_id"].nunique().tolist() == [2, 2]
+
+
+SPARSE = ["alm", "nupi", "pbm", "ssl_alm", "switching_subgradient"]
+"""The algorithms whose multipliers or switching read which values a minibatch defines."""
+
+
+@pytest.fixture(scope="module", params=SPARSE)
+def sparse_runs(request, tmp_path_factory):
+    """Batches of 8 over race groups (a third of them without a non-white row) and equalized
+    odds (more cells empty still): 4 seeds alone (final checkpoints) and as a pack."""
+    trials = _spec(
+        request.param,
+        "data.sensitive=race",
+        "training.batch_size=8",
+        "constraints=[{kind: equalized_odds, bound: 0.05}, {kind: loss_gap, bound: 0.02}]",
+    ).trials()
+    folder = tmp_path_factory.mktemp(f"sparse-{request.param}")
+    alone = []
+    for trial in trials:
+        path = folder / f"{trial.trial_id}.pt"
+        train([trial], ListSink(), checkpoint=path)
+        alone.append(torch.load(path, weights_only=False))
+    pack = PackedLearner(trials, load_data(trials[0].data, trials[0].split), torch.device("cpu"))
+    for _ in range(STEPS):
+        pack.algorithm.step(pack.estimate)
+    return alone, pack
+
+
+def test_seeds_whose_batches_lack_a_group_train_packed_as_alone(sparse_runs):
+    alone, pack = sparse_runs
+    counts = pack.empty_group_estimates
+    assert counts.sum() > 0 and len({tuple(row) for row in counts.tolist()}) > 1
+    for seed, state in enumerate(alone):
+        stacked = dict(zip(state["model"], pack.model.parameters(), strict=True))
+        _assert_seed_slice_close(state["model"], stacked, seed, f"seed {seed} model")
+        algorithm = pack.algorithm.state_dict()
+        _assert_seed_slice_close(state["algorithm"], algorithm, seed, f"seed {seed} algorithm")
+        assert torch.equal(state["empty_group_estimates"][0], counts[seed])

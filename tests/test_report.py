@@ -130,12 +130,11 @@ def test_markdown_feasibility_counts_match_the_rows(written: Path) -> None:
     assert "4/5 (80%)" in markdown
 
 
-def test_markdown_has_a_significance_matrix_over_every_pair(written: Path) -> None:
+def test_markdown_has_a_verdict_per_pair_with_its_family(written: Path) -> None:
     markdown = (written / "report.md").read_text()
-    assert "## Pairwise comparisons" in markdown
-    assert "| Test objective | sgd | ssl_alm |" in markdown
-    assert "Holm-corrected over the 2 comparisons" in markdown
-    assert "| Test objective | sgd vs ssl_alm |" in markdown
+    assert "## Pairwise verdicts" in markdown
+    assert "Family: 2 hypotheses (1 pair(s) × {feasibility rate, objective" in markdown
+    assert "| sgd vs ssl_alm | 5 / 5 | 1/5 vs 4/5 |" in markdown
 
 
 def test_markdown_shows_the_papers_metrics_and_per_group_rates(written: Path) -> None:
@@ -188,9 +187,10 @@ def test_convergence_can_be_plotted_from_an_evals_frame(tmp_path: Path) -> None:
 
 
 def test_compare_reads_the_pair_in_the_order_asked(demo_store: store.Store, tmp_path: Path) -> None:
-    markdown = write_comparison(demo_store, "ssl_alm", "sgd", tmp_path / "out")
+    markdown = write_comparison(demo_store, "ssl_alm", "sgd", tmp_path / "out", "demo")
     assert markdown.startswith("# `ssl_alm` vs `sgd`")
-    assert "| objective | ssl_alm vs sgd | 0.02 |" in markdown
+    assert "| ssl_alm vs sgd | 5 / 5 | 4/5 vs 1/5 |" in markdown
+    assert "**Descriptive, not tested:**" in markdown
     assert (tmp_path / "out" / "compare-ssl_alm-vs-sgd.html").is_file()
 
 

@@ -7,12 +7,27 @@ import torch
 
 from ctrain_dist.constraints import ConstrainedProblem
 from ctrain_dist.data.sampler import MinibatchSampler
-from ctrain_dist.data.stratified import StratifiedSampler, build_sampler, design_weights, quotas
+from ctrain_dist.data.stratified import (
+    StratifiedSampler,
+    balanced_quotas,
+    build_sampler,
+    design_weights,
+    quotas,
+    sampler_quotas,
+)
 
 
 def _groups(n: int = 1000, minority: float = 0.05, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(n, generator=generator) < minority).long()
+
+
+def _stratified(groups: torch.Tensor, batch_size: int, minimum: int, seed: int):
+    sampler = build_sampler(
+        torch.arange(len(groups)), groups, 2, batch_size, seed, min_group_count=minimum
+    )
+    assert isinstance(sampler, StratifiedSampler)
+    return sampler
 
 
 def test_quotas_respect_the_minimum_and_fill_the_batch():
@@ -31,7 +46,7 @@ def test_quotas_refuse_minimums_that_do_not_fit_the_batch():
 
 def test_every_batch_holds_the_minimum_of_every_group():
     groups = _groups()
-    sampler = StratifiedSampler(torch.arange(1000), groups, 2, 64, 16, seed=0)
+    sampler = _stratified(groups, 64, 16, seed=0)
     for _ in range(50):
         batch = sampler.next()
         assert batch.numel() == 64
@@ -42,7 +57,7 @@ def test_design_weights_make_the_weighted_objective_unbiased():
     # per-row "losses" that differ strongly by group; the uniform population mean is the target
     groups = _groups(minority=0.1)
     values = torch.where(groups == 1, 5.0, 1.0).double() + torch.linspace(0, 1, 1000).double()
-    sampler = StratifiedSampler(torch.arange(1000), groups, 2, 40, 15, seed=1)
+    sampler = _stratified(groups, 40, 15, seed=1)
     weights = design_weights(sampler)
     estimates = []
     for _ in range(2000):
@@ -56,14 +71,14 @@ def test_design_weights_make_the_weighted_objective_unbiased():
 def test_unweighted_stratified_mean_would_be_biased():
     groups = _groups(minority=0.1)
     values = torch.where(groups == 1, 5.0, 1.0).double()
-    sampler = StratifiedSampler(torch.arange(1000), groups, 2, 40, 15, seed=1)
+    sampler = _stratified(groups, 40, 15, seed=1)
     batch_mean = values[sampler.next()].mean()
     assert batch_mean.item() > values.mean().item() + 0.5
 
 
 def test_weighted_problem_statistics_use_the_design_weights():
     groups = _groups(minority=0.1)
-    sampler = StratifiedSampler(torch.arange(1000), groups, 2, 40, 15, seed=1)
+    sampler = _stratified(groups, 40, 15, seed=1)
     batch = sampler.next()
     logits = torch.zeros(40, dtype=torch.float64)
     labels = torch.ones(40, dtype=torch.float64)
@@ -73,18 +88,52 @@ def test_weighted_problem_statistics_use_the_design_weights():
 
 def test_state_dict_resumes_the_same_batches():
     groups = _groups()
-    sampler = StratifiedSampler(torch.arange(1000), groups, 2, 64, 16, seed=3)
+    sampler = _stratified(groups, 64, 16, seed=3)
     for _ in range(20):
         sampler.next()
     state = copy.deepcopy(sampler.state_dict())
     expected = [sampler.next() for _ in range(30)]
-    resumed = StratifiedSampler(torch.arange(1000), groups, 2, 64, 16, seed=99)
+    resumed = _stratified(groups, 64, 16, seed=99)
     resumed.load_state_dict(state)
     assert all(torch.equal(a, resumed.next()) for a in expected)
     assert resumed.samples_drawn == sampler.samples_drawn
 
 
 def test_build_sampler_is_plain_without_a_minimum():
-    sampler = build_sampler(torch.arange(100), _groups(100), 2, 10, None, seed=0)
+    sampler = build_sampler(torch.arange(100), _groups(100), 2, 10, seed=0)
     assert isinstance(sampler, MinibatchSampler)
     assert design_weights(sampler) is None
+
+
+def test_rows_per_group_gives_every_group_the_same_rows_each_batch():
+    groups = _groups(minority=0.05)
+    sampler = build_sampler(torch.arange(1000), groups, 2, 16, seed=0, rows_per_group=8)
+    for _ in range(20):
+        batch = sampler.next()
+        assert torch.bincount(groups[batch], minlength=2).tolist() == [8, 8]
+
+
+def test_balanced_design_weights_keep_the_objective_unbiased_where_a_weight_is_below_one():
+    groups = _groups(minority=0.05)
+    values = torch.where(groups == 1, 5.0, 1.0).double() + torch.linspace(0, 1, 1000).double()
+    sampler = build_sampler(torch.arange(1000), groups, 2, 16, seed=2, rows_per_group=8)
+    weights = design_weights(sampler)
+    assert weights.min().item() < 1.0
+    estimates = [(weights * values[sampler.next()]).sum() / weights.sum() for _ in range(4000)]
+    assert torch.stack(estimates).mean().item() == pytest.approx(values.mean().item(), abs=0.02)
+
+
+def test_balanced_quotas_refuse_a_batch_that_is_not_rows_times_groups():
+    with pytest.raises(ValueError, match="set batch_size to 16"):
+        balanced_quotas([900, 100], 20, 8)
+
+
+def test_balanced_quotas_refuse_a_group_smaller_than_its_quota():
+    with pytest.raises(ValueError, match="only 5 training rows"):
+        balanced_quotas([900, 5], 16, 8)
+
+
+def test_sampler_quotas_are_none_without_a_quota_option():
+    assert sampler_quotas([900, 100], 16) is None
+    assert sampler_quotas([900, 100], 16, rows_per_group=8) == [8, 8]
+    assert sampler_quotas([900, 100], 16, min_group_count=4) == [12, 4]

@@ -11,6 +11,7 @@ from ctrain_dist.analysis.report import write_report
 from ctrain_dist.cli.main import main
 from ctrain_dist.errors import SpecError
 from ctrain_dist.launch import ray_sweep
+from ctrain_dist.launch.plan import checkpoint_path
 from ctrain_dist.launch.ray_sweep import run_sweep
 from ctrain_dist.spec import load_spec
 from ctrain_dist.store import StoreWriter
@@ -113,7 +114,7 @@ def test_a_tune_trial_trains_its_pack_through_the_runner_retrying_max_failures_t
     ray_sweep.run_trial({"pack": [trial.model_dump(mode="json") for trial in pack], **fixed})
     ((trials, sink, options),) = calls
     assert trials == pack and isinstance(sink, ray_sweep.TuneSink)
-    assert options == {"attempts": 3}
+    assert options == {"attempts": 3, "checkpoint": checkpoint_path(tmp_path, pack)}
 
 
 def test_the_driver_counts_each_trial_by_its_latest_row_and_records_an_actor_crash_per_seed(

@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from ctrain_dist.algorithms.alm import ALM
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    Sample,
+    StepInfo,
+    draw,
+)
 from ctrain_dist.algorithms.ghost import StochasticGhost
 from ctrain_dist.algorithms.multiplier import Multiplier
 from ctrain_dist.algorithms.nupi import NuPI
@@ -18,11 +25,14 @@ from ctrain_dist.algorithms.penalty import Penalty
 from ctrain_dist.algorithms.ssl_alm import SSLALM
 from ctrain_dist.algorithms.switching_subgradient import SwitchingSubgradient
 from ctrain_dist.algorithms.unconstrained import SGD, Adam
+from ctrain_dist.plugins import Registry
 
-ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls
-    for cls in (SGD, Adam, Penalty, ALM, SSLALM, SwitchingSubgradient, StochasticGhost, PBM, NuPI)
-}
+_BUILTIN = (SGD, Adam, Penalty, ALM, SSLALM, SwitchingSubgradient, StochasticGhost, PBM, NuPI)
+ALGORITHMS: Registry[type[Algorithm]] = Registry(
+    {cls.name: cls for cls in _BUILTIN}, "ctrain_dist.algorithms"
+)
+"""The built-ins, the ``ctrain_dist.algorithms`` entry points of installed packages, and any
+``package.module:Class`` import path (``plugins.Registry``)."""
 
 __all__ = [
     "ALGORITHMS",
@@ -30,8 +40,10 @@ __all__ = [
     "Estimate",
     "Hyperparameters",
     "Multiplier",
+    "Sample",
     "StepInfo",
     "build_algorithm",
+    "draw",
 ]
 
 

@@ -3,8 +3,11 @@ r"""Stochastic augmented Lagrangian method (unsmoothed), one primal step per dua
 Hestenes (1969) and Powell (1969) for equalities, Rockafellar (1973) for inequalities; the
 single-loop stochastic form (one gradient step on the augmented Lagrangian, then a projected
 dual ascent step) is the "ALM" baseline of the Folktables benchmark (Kliachkin et al., arXiv
-2507.04033) and SSL-ALM without its smoothing term (Huang, Zhang & Alacaoglu, arXiv
-2504.07607, with :math:`\mu = 0`).
+2507.04033). It is *not* SSL-ALM with :math:`\mu = 0` (Huang, Zhang & Alacaoglu, arXiv
+2504.07607): that variant draws two samples and steps with the updated multiplier
+:math:`\lambda^{k+1}`, this one draws one and steps with :math:`\lambda^k` (it is
+humancompatible.train's ``ALM`` driven ``forward``, primal step, ``update``, as
+``tests/test_reference_crosscheck.py`` checks).
 
 Problem: :math:`\min_x f(x)` s.t. :math:`c(x) \le 0`. With Rockafellar's augmented Lagrangian
 
@@ -20,22 +23,32 @@ one minibatch :math:`\xi` is
         + \rho\, c_i(x^k; \xi)]_+ \nabla c_i(x^k; \xi)\Big) \\
     \lambda^{k+1} &= \Pi_{[0, \Lambda]}\big(\lambda^k + \eta\, c(x^k; \xi)\big)
 
+The primal step is ``primal`` (``primal.py``) over that gradient; shown here for ``sgd``.
 Order: primal first with :math:`\lambda^k`, then the dual step with the constraint value
 already computed at :math:`x^k` (simultaneous gradient descent-ascent), so one minibatch and
 one backward pass per step. Unlike SSL-ALM the weights and the gradients share one sample, a
 small bias of order Var(c)·ρ that the benchmark's ALM accepts for half the sampling cost.
 Fixed points satisfy the KKT conditions with :math:`\lambda^\star` the true multipliers.
+The weights :math:`[\lambda + \rho c]_+` read the surrogate (they are part of the primal
+gradient); the dual step reads the decision value (``base``: the hard rate of a proxy
+constraint) and moves only the multipliers of values the minibatch defines.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    StepInfo,
+    draw,
+    info,
+)
+from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
 
 
-class ALMHyperparameters(Hyperparameters):
-    lr: float = Field(0.05, gt=0, description="primal step size τ")
+class ALMHyperparameters(PrimalHyperparameters):
     dual_lr: float = Field(0.05, gt=0, description="dual step size η")
     rho: float = Field(1.0, ge=0, description="augmentation (penalty) weight ρ")
     dual_bound: float = Field(100.0, gt=0, description="multiplier bound Λ")
@@ -48,18 +61,19 @@ class ALM(Algorithm[ALMHyperparameters]):
     constrained = True
     paper = "Rockafellar 1973, Math. Programming 5:354–373 (stochastic single-loop form)"
     hyperparameters = ALMHyperparameters
-    state_attributes = ("duals",)
+    state_attributes = ("duals", "optimizer")
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
+        self.optimizer = primal_optimizer(self.params, self.hp)
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
-        loss, c = estimate()
-        c_now = c.detach().to(self.dtype)
-        weights = (self.duals.value + hp.rho * c_now).clamp_min(0.0)
+        sample = draw(estimate)
+        loss, c = sample.loss, sample.c
+        weights = (self.duals.value + hp.rho * c.detach().to(self.dtype)).clamp_min(0.0)
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
-        self._descend(hp.lr)
-        self.duals.ascend(hp.dual_lr, c_now)
+        self.optimizer.step()
+        self.duals.ascend(hp.dual_lr, sample.decision, where=sample.defined)
         self.iteration += 1
-        return info(loss, c, self.duals)
+        return info(sample, self.duals)

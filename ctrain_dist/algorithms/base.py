@@ -2,10 +2,22 @@
 
 An algorithm is built from the model's parameters, the number of constraint values ``m`` and
 its validated hyperparameters, and advances with ``step(estimate)``. ``estimate()`` draws a
-fresh minibatch and returns ``(loss, c)``: the mean objective and the ``m`` constraint values
-(feasible when ``<= 0``), both attached to the autograd graph of the current parameters.
-Methods that need independent samples (SSL-ALM's second constraint sample, Ghost's multilevel
-sample) call it again; each call costs one minibatch, which the trainer counts.
+fresh minibatch and returns a :class:`Sample` (read through :func:`draw`): the mean objective
+``loss`` and the ``m`` surrogate constraint values ``c`` (feasible when ``<= 0``), both
+attached to the autograd graph of the current parameters, plus their detached ``decision``
+values and the ``defined`` mask. Methods that need independent samples (SSL-ALM's second
+constraint sample, Ghost's multilevel sample) call it again; each call costs one minibatch,
+which the trainer counts.
+
+Proxy constraints (Cotter et al. 2019; Cooper's ``strict_violation``): the surrogate ``c`` is
+what the primal gradient follows; ``decision`` (the hard 0/1 rate for rate constraints, ``c``
+itself for the others) is what multiplier updates, switching decisions and feasibility tests
+read. Empty groups: where ``defined`` is false the minibatch held no row of a group (or
+(group, label) cell) the value compares; ``c`` and ``decision`` read 0 there with no
+gradient, and each algorithm leaves that value's multiplier and controller state as they were
+(``Multiplier.ascend``'s ``where``), as Cooper's indexed multipliers do. An oracle may return
+a bare ``(loss, c)`` pair instead: a constraint that is its own decision value and is always
+defined (test problems, smooth constraints).
 
 Why an oracle rather than ``(loss, c)`` arguments: the number of samples per step is the
 algorithm's choice, and under data parallelism ``estimate`` is where statistics are
@@ -33,7 +45,8 @@ overriding.
 
 Packed seeds (``seeds=K``, see ``ctrain_dist/trial/packed.py``): every parameter then carries a
 leading seed dimension, ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``, and all state
-gains the same leading dimension (multipliers ``[K, m]``, logged values ``[K]``). Steps are
+gains the same leading dimension (multipliers ``[K, m]``, logged values ``[K]``; the sample's
+``decision`` and ``defined`` are ``[K, m]`` too). Steps are
 written once for both layouts: per-seed quantities broadcast over the leading dimension
 (``_per_seed``), per-seed norms reduce over all but it (``_seed_sum``), and backward runs on
 the sum of the seeds' objectives, whose gradient in each seed's slice of the stacked
@@ -46,15 +59,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from ctrain_dist.algorithms.multiplier import Multiplier
 
-Estimate = Callable[[], tuple[torch.Tensor, torch.Tensor]]
-"""The stochastic oracle: a fresh minibatch's mean loss and its ``m`` constraint values."""
+
+class Sample(NamedTuple):
+    """One oracle call: a fresh minibatch's estimates (module docstring)."""
+
+    loss: torch.Tensor
+    """Mean objective, differentiable; 0-dim, or ``[K]`` for packed seeds."""
+    c: torch.Tensor
+    """Surrogate constraint values, differentiable: what the primal gradient follows."""
+    decision: torch.Tensor
+    """Detached values that multipliers, switching and feasibility tests read."""
+    defined: torch.Tensor
+    """Bool: which values this minibatch defines (no empty group or cell)."""
+
+
+Estimate = Callable[[], Sample | tuple[torch.Tensor, torch.Tensor]]
+"""The stochastic oracle: a fresh minibatch's :class:`Sample`, or a bare ``(loss, c)``."""
+
+
+def draw(estimate: Estimate) -> Sample:
+    """Call the oracle once; a bare ``(loss, c)`` becomes a sample whose decision values are
+    ``c`` and which defines every value."""
+    drawn = estimate()
+    if isinstance(drawn, Sample):
+        return drawn
+    loss, c = drawn
+    return Sample(loss, c, c.detach(), torch.ones_like(c, dtype=torch.bool))
+
 
 StepInfo = dict[str, torch.Tensor]
 """What ``step`` returns: detached tensors worth logging, ``loss`` among them; 0-dim, or one
@@ -249,7 +287,8 @@ def _restored(current: Any, saved: Any) -> Any:
 
 
 def max_violation(c: torch.Tensor) -> torch.Tensor:
-    """``max(0, max_i c_i)`` per seed, detached: the worst constraint's excess."""
+    """``max(0, max_i c_i)`` per seed, detached: the worst constraint's excess (an undefined
+    value reads 0, so it adds none)."""
     return largest(c.detach().clamp_min(0))
 
 
@@ -260,12 +299,10 @@ def largest(values: torch.Tensor) -> torch.Tensor:
     return values.amax(-1) if values.shape[-1] else values.new_zeros(values.shape[:-1])
 
 
-def info(
-    loss: torch.Tensor, c: torch.Tensor, duals: Multiplier | None = None, **extra: torch.Tensor
-) -> StepInfo:
-    """The step's log: detached loss and worst violation, the largest multiplier when the
-    algorithm has ``duals``, then algorithm-specific scalars."""
-    log = {"loss": loss.detach(), "max_violation": max_violation(c)}
+def info(sample: Sample, duals: Multiplier | None = None, **extra: torch.Tensor) -> StepInfo:
+    """The step's log: detached loss and worst violation (of the decision values), the largest
+    multiplier when the algorithm has ``duals``, then algorithm-specific scalars."""
+    log = {"loss": sample.loss.detach(), "max_violation": max_violation(sample.decision)}
     if duals is not None:
         log["max_multiplier"] = largest(duals.value)
     return {**log, **{key: value.detach() for key, value in extra.items()}}

@@ -26,7 +26,13 @@ mixes the current violation with the best linearised violation reachable in a sm
 
 with :math:`\gamma_k = \gamma_0 / (k+1)^\zeta`, :math:`S_0` one minibatch, :math:`S_{N+1}`
 :math:`2^{N+1}` minibatches, :math:`S^O, S^E` its two halves, and the level :math:`N` drawn
-with probability :math:`p_N` (Blanchet & Glynn's randomised multilevel Monte Carlo).
+with probability :math:`p_N` (Blanchet & Glynn's randomised multilevel Monte Carlo). The
+stochastic-approximation analysis needs :math:`\sum_k \gamma_k = \infty` and
+:math:`\sum_k \gamma_k^2 < \infty`, i.e. :math:`\tfrac12 < \zeta \le 1`; the default
+:math:`\zeta = 0.6` lies inside that range (:math:`\zeta = \tfrac12` makes
+:math:`\sum_k \gamma_k^2` the harmonic series). Smaller values are allowed, as the benchmark's
+near-constant :math:`\zeta = 0.001` is, outside the guarantee. Each QP must be solved (OSQP's
+status "solved"); any other status, "maximum iterations reached" included, fails the step.
 
 **The bound on the sample size, and its bias.** The paper draws :math:`N` from an untruncated
 geometric law :math:`p_N = q (1-q)^N`; then :math:`E[2^{N+1}] = \infty` whenever
@@ -43,6 +49,12 @@ is of the order of that estimate's error, :math:`O(2^{-(L+1)/2})` in norm, and s
 :math:`O(2^{-(L+1)})`, where the map is smooth. ``max_level = 5`` (at most 65 minibatches)
 keeps it below the minibatch noise of every other method in the benchmark.
 
+**Proxy constraints and empty groups** (``base``): :math:`c` in the subproblems is the
+decision value (the hard rate of a proxy constraint), :math:`J` the surrogate's Jacobian;
+each value's :math:`c_i` and :math:`J_i` are averaged over the minibatches that define it, and
+a value none of them defines enters the subproblem as :math:`0 + 0 \cdot d \le \kappa`,
+which every direction satisfies.
+
 **Host work (the documented GPU exception).** The LP and the QP are solved on the host by
 SciPy's HiGHS and OSQP (from PyPI), so each step copies :math:`g, c, J` to the host and the
 direction back; this is the only algorithm that synchronises inside ``step``. The level
@@ -58,7 +70,15 @@ from pydantic import Field, model_validator
 from scipy import sparse
 from scipy.optimize import linprog
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    Sample,
+    StepInfo,
+    draw,
+    info,
+)
 
 _SOLVER_TOLERANCE = 1e-9
 """OSQP's absolute and relative tolerance: far below the step's stochastic noise."""
@@ -66,7 +86,11 @@ _SOLVER_TOLERANCE = 1e-9
 
 class GhostHyperparameters(Hyperparameters):
     lr: float = Field(0.05, gt=0, description="initial step size γ₀")
-    lr_decay: float = Field(0.5, ge=0, description="step decay exponent ζ in γ₀/(k+1)^ζ")
+    lr_decay: float = Field(
+        0.6,
+        ge=0,
+        description="step decay exponent ζ in γ₀/(k+1)^ζ; Σγ = ∞, Σγ² < ∞ need ½ < ζ ≤ 1",
+    )
     tau: float = Field(1.0, gt=0, description="QP proximal weight τ")
     beta: float = Field(10.0, gt=0, description="QP trust region β (∞-norm)")
     rho: float = Field(0.8, gt=0, description="feasibility LP trust region ρ ≤ β")
@@ -88,33 +112,47 @@ class GhostHyperparameters(Hyperparameters):
 
 
 class _Moments:
-    """Running sums of objective gradient, constraint values and Jacobian over minibatches."""
+    """Running sums of objective gradient, constraint values and Jacobian over minibatches;
+    each value's (and Jacobian row's) sum and count only over the minibatches defining it."""
 
     def __init__(self, m: int, n: int, like: torch.Tensor) -> None:
         self.count = 0
+        self.observed = like.new_zeros(m)
         self.gradient = like.new_zeros(n)
         self.values = like.new_zeros(m)
         self.jacobian = like.new_zeros(m, n)
 
-    def add(self, gradient: torch.Tensor, values: torch.Tensor, jacobian: torch.Tensor) -> None:
+    def add(
+        self,
+        gradient: torch.Tensor,
+        values: torch.Tensor,
+        jacobian: torch.Tensor,
+        defined: torch.Tensor,
+    ) -> None:
+        weight = defined.to(values.dtype)
         self.count += 1
+        self.observed += weight
         self.gradient += gradient
-        self.values += values
-        self.jacobian += jacobian
+        self.values += values * weight
+        self.jacobian += jacobian * weight[:, None]
 
     def merged(self, other: _Moments) -> _Moments:
         both = _Moments(0, 0, self.gradient)
         both.count = self.count + other.count
+        both.observed = self.observed + other.observed
         both.gradient = self.gradient + other.gradient
         both.values = self.values + other.values
         both.jacobian = self.jacobian + other.jacobian
         return both
 
     def means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        scale = 1.0 / self.count
-        return tuple(  # type: ignore[return-value]
-            (t * scale).double().cpu().numpy() for t in (self.gradient, self.values, self.jacobian)
+        per_value = 1.0 / self.observed.clamp_min(1.0)
+        means = (
+            self.gradient * (1.0 / self.count),
+            self.values * per_value,
+            self.jacobian * per_value[:, None],
         )
+        return tuple(t.double().cpu().numpy() for t in means)  # type: ignore[return-value]
 
 
 class StochasticGhost(Algorithm[GhostHyperparameters]):
@@ -138,10 +176,11 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
         weights = q * (1 - q) ** levels
         self.level_probabilities = weights / weights.sum()
 
-    def _sample(self, estimate: Estimate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One minibatch: its loss, flat objective gradient, constraint values and Jacobian."""
-        loss, c = estimate()
-        outputs = torch.cat([loss.reshape(1), c])
+    def _sample(self, estimate: Estimate) -> tuple[Sample, torch.Tensor]:
+        """One minibatch: its sample, and its objective gradient and surrogate Jacobian as
+        rows of one matrix."""
+        sample = draw(estimate)
+        outputs = torch.cat([sample.loss.reshape(1), sample.c])
         rows = []
         for i in range(outputs.numel()):
             grads = torch.autograd.grad(
@@ -155,12 +194,12 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
                     ]
                 )
             )
-        return loss.detach(), c.detach(), torch.stack(rows)
+        return sample, torch.stack(rows)
 
-    def _accumulate(self, estimate: Estimate, moments: _Moments) -> tuple[torch.Tensor, ...]:
-        loss, c, rows = self._sample(estimate)
-        moments.add(rows[0], c, rows[1:])
-        return loss, c
+    def _accumulate(self, estimate: Estimate, moments: _Moments) -> Sample:
+        sample, rows = self._sample(estimate)
+        moments.add(rows[0], sample.decision, rows[1:], sample.defined)
+        return sample
 
     def _draw_level(self) -> int:
         u = float(torch.rand((), generator=self.generator, dtype=torch.float64))
@@ -210,8 +249,10 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
             verbose=False,
         )
         solution = solver.solve(raise_error=False)
-        if solution.x is None or not np.all(np.isfinite(solution.x)):
-            raise RuntimeError(f"Ghost's QP subproblem failed: {solution.info.status}")
+        if solution.info.status_val != osqp.SolverStatus.OSQP_SOLVED:
+            # "maximum iterations reached" and "solved inaccurate" return an x that need not
+            # satisfy the linearised constraints: a step along it is not the method's step.
+            raise RuntimeError(f"Ghost's QP subproblem was not solved: {solution.info.status}")
         return solution.x
 
     def step(self, estimate: Estimate) -> StepInfo:
@@ -219,7 +260,7 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
         like = self.params[0].detach()
         m = self.num_constraints
         single = _Moments(m, self.size, like)
-        loss, c = self._accumulate(estimate, single)
+        sample = self._accumulate(estimate, single)
         level = self._draw_level()
         halves = (_Moments(m, self.size, like), _Moments(m, self.size, like))
         for index in range(2 ** (level + 1)):
@@ -238,4 +279,4 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
                 p.add_(flat[offset : offset + p.numel()].view_as(p))
                 offset += p.numel()
         self.iteration += 1
-        return info(loss, c, level=self._scalar(float(level)))
+        return info(sample, level=self._scalar(float(level)))

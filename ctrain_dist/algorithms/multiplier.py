@@ -67,14 +67,23 @@ class Multiplier:
         r""":math:`\Pi_{\mathcal{D}}(v)`: ``value`` clamped into the box, elementwise."""
         return value.clamp(self.lower, self.upper)
 
-    def ascend(self, step_size: float, direction: torch.Tensor) -> None:
+    def ascend(
+        self, step_size: float, direction: torch.Tensor, where: torch.Tensor | None = None
+    ) -> None:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d)`, with ``d``
-        (e.g. the constraint values) detached and cast to the multipliers' dtype."""
-        self.update(self.value + step_size * direction.detach().to(self.value.dtype))
+        (e.g. the constraint values) detached and cast to the multipliers' dtype; only where
+        ``where`` is true, when given (see :meth:`update`)."""
+        self.update(self.value + step_size * direction.detach().to(self.value.dtype), where)
 
-    def update(self, value: torch.Tensor) -> None:
-        r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(v)` for a value the caller computed."""
-        self.value = self.project(value.detach().to(self.value.dtype))
+    def update(self, value: torch.Tensor, where: torch.Tensor | None = None) -> None:
+        r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(v)` for a value the caller computed.
+
+        ``where`` (bool, broadcast against the value): the entries that move; the others keep
+        their value, as Cooper's indexed multipliers do for constraints a minibatch did not
+        observe (an empty group). A ``torch.where``, so nothing is read on the host.
+        """
+        projected = self.project(value.detach().to(self.value.dtype))
+        self.value = projected if where is None else torch.where(where, projected, self.value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"value": self.value.clone()}

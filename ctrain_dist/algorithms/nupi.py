@@ -19,20 +19,32 @@ with :math:`\xi_{-1} = e_0` (the paper's and Cooper's "SGD" initialisation: the 
 step is plain gradient ascent). :math:`\kappa_P = 0` recovers gradient descent-ascent;
 :math:`\nu = 0, \kappa_P = \kappa_I = 1` the optimistic gradient method. The proportional
 term damps the multiplier oscillations that make plain GDA overshoot the constraint.
+The primal step is ``primal`` (``primal.py``: the paper's experiments and Cooper train with
+momentum or Adam there); shown here for ``sgd``, with :math:`\alpha` the hyperparameter ``lr``.
 Order: the primal step uses :math:`\lambda^t`, then the multipliers move on the constraint
 value at :math:`x^t` (simultaneous updates, one minibatch per step). The projection onto
 :math:`[0, \Lambda]` is the paper's non-negativity projection plus a bound for stability.
+The error signal is the decision value (``base``: the hard rate of a proxy constraint); a
+value the minibatch leaves undefined (an empty group) moves neither its multiplier nor its
+filter memory that step.
 """
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    StepInfo,
+    draw,
+    info,
+)
+from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
 
 
-class NuPIHyperparameters(Hyperparameters):
-    lr: float = Field(0.05, gt=0, description="primal step size α")
+class NuPIHyperparameters(PrimalHyperparameters):
     dual_lr: float = Field(0.05, gt=0, description="dual step size η")
     kappa_p: float = Field(1.0, ge=0, description="proportional gain κ_P")
     kappa_i: float = Field(1.0, ge=0, description="integral gain κ_I")
@@ -47,22 +59,25 @@ class NuPI(Algorithm[NuPIHyperparameters]):
     constrained = True
     paper = "Sohrabi et al. 2024, arXiv 2406.04558"
     hyperparameters = NuPIHyperparameters
-    state_attributes = ("duals", "smoothed_error")
+    state_attributes = ("duals", "smoothed_error", "optimizer")
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
+        self.optimizer = primal_optimizer(self.params, self.hp)
         self.smoothed_error = self._zeros(self.num_constraints)
         """The controller's memory ξ_{t−1}: the error signal filtered up to the last step."""
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
-        loss, c = estimate()
-        error = c.detach().to(self.dtype)
+        sample = draw(estimate)
+        loss, c = sample.loss, sample.c
+        error = sample.decision.to(self.dtype)
         self._backward(loss + (self.duals.value.to(c.dtype) * c).sum(-1))
-        self._descend(hp.lr)
+        self.optimizer.step()
         previous = error if self.iteration == 0 else self.smoothed_error
-        self.smoothed_error = hp.nu * previous + (1 - hp.nu) * error
-        control = hp.kappa_i * error + hp.kappa_p * (self.smoothed_error - previous)
-        self.duals.ascend(hp.dual_lr, control)
+        smoothed = hp.nu * previous + (1 - hp.nu) * error
+        control = hp.kappa_i * error + hp.kappa_p * (smoothed - previous)
+        self.smoothed_error = torch.where(sample.defined, smoothed, previous)
+        self.duals.ascend(hp.dual_lr, control, where=sample.defined)
         self.iteration += 1
-        return info(loss, c, self.duals)
+        return info(sample, self.duals)

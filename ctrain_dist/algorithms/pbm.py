@@ -23,9 +23,10 @@ matches value, slope and curvature at :math:`\tfrac12`:
         8t^2 - 4t + 1 & t > \tfrac12 \end{cases}
 
 Iteration :math:`k` (primal step :math:`\alpha`, one minibatch :math:`\xi_k`):
-:math:`x^{k+1} = x^k - \alpha \nabla_x F(x^k; u, p; \xi_k)`. Every :math:`K` steps (an outer
-iteration) the multipliers and the penalty move, on the constraint values averaged over the
-inner loop, :math:`\bar c = \frac1K \sum c(x^k; \xi_k)`:
+:math:`x^{k+1} = x^k - \alpha \nabla_x F(x^k; u, p; \xi_k)` for ``primal: sgd`` (``lr`` is
+:math:`\alpha`; any ``primal`` of ``primal.py`` may take the inner steps). Every :math:`K`
+steps (an outer iteration) the multipliers and the penalty move, on the constraint values
+averaged over the inner loop, :math:`\bar c = \frac1K \sum c(x^k; \xi_k)`:
 
 .. math::
     u_i \leftarrow \Pi_{[u_{\min}, u_{\max}]}\big(u_i\, \varphi'(\bar c_i / p)\big), \qquad
@@ -36,6 +37,10 @@ and :math:`\nabla f + \sum_i u_i \nabla c_i = 0`: :math:`u` approaches the true 
 (inactive ones shrink towards :math:`u_{\min}`). Annealing :math:`p` sharpens the barrier, so
 late iterates are pushed harder towards feasibility; :math:`p_{\min}` keeps the curvature
 :math:`u \varphi''/p` within what the step size tolerates.
+
+Proxy constraints and empty groups (``base``): the barrier reads the surrogate (it is the
+primal objective); :math:`\bar c` averages the decision values over the inner steps whose
+minibatch defined them, and a multiplier no inner step observed keeps its value.
 """
 
 from __future__ import annotations
@@ -46,7 +51,14 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    StepInfo,
+    draw,
+    info,
+)
+from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
 
 _LOG2 = math.log(2.0)
 
@@ -77,8 +89,7 @@ _FUNCTIONS = {
 }
 
 
-class PBMHyperparameters(Hyperparameters):
-    lr: float = Field(0.05, gt=0, description="primal step size α")
+class PBMHyperparameters(PrimalHyperparameters):
     function: Literal["quadratic_logarithmic", "quadratic_reciprocal"] = Field(
         "quadratic_logarithmic", description="penalty-barrier function φ"
     )
@@ -108,7 +119,7 @@ class PBM(Algorithm[PBMHyperparameters]):
     constrained = True
     paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366"
     hyperparameters = PBMHyperparameters
-    state_attributes = ("duals", "penalty", "constraint_sum")
+    state_attributes = ("duals", "penalty", "constraint_sum", "observed", "optimizer")
 
     def _init_state(self) -> None:
         hp = self.hp
@@ -116,21 +127,28 @@ class PBM(Algorithm[PBMHyperparameters]):
         self.penalty = hp.penalty
         """The penalty parameter p, a host number: it changes on the iteration count only."""
         self.constraint_sum = self._zeros(self.num_constraints)
-        """Σ c(x^k; ξ_k) over the current outer iteration's inner steps, for c̄."""
+        """Σ c(x^k; ξ_k) over the current outer iteration's inner steps that defined c_i."""
+        self.observed = self._zeros(self.num_constraints)
+        """How many of those inner steps defined each value: c̄'s denominators."""
+        self.optimizer = primal_optimizer(self.params, self.hp)
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
-        loss, c = estimate()
+        sample = draw(estimate)
+        loss, c = sample.loss, sample.c
         phi = _FUNCTIONS[hp.function]
         barrier = (self.duals.value.to(c.dtype) * self.penalty * phi(c / self.penalty)).sum(-1)
         self._backward(loss + barrier)
-        self._descend(hp.lr)
-        self.constraint_sum += c.detach().to(self.dtype)
+        self.optimizer.step()
+        defined = sample.defined.to(self.dtype)
+        self.constraint_sum += sample.decision.to(self.dtype) * defined
+        self.observed += defined
         self.iteration += 1
         if self.iteration % hp.inner_steps == 0:
-            mean_c = self.constraint_sum / hp.inner_steps
+            mean_c = self.constraint_sum / self.observed.clamp_min(1.0)
             scale = _derivative(hp.function, mean_c / self.penalty)
-            self.duals.update(self.duals.value * scale)
+            self.duals.update(self.duals.value * scale, where=self.observed > 0)
             self.penalty = max(hp.min_penalty, hp.anneal * self.penalty)
             self.constraint_sum = self._zeros(self.num_constraints)
-        return info(loss, c, self.duals, penalty=self._scalar(self.penalty))
+            self.observed = self._zeros(self.num_constraints)
+        return info(sample, self.duals, penalty=self._scalar(self.penalty))

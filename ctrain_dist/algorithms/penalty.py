@@ -7,12 +7,13 @@ The "SGD + fairness regulariser" baseline of the Folktables benchmark (Kliachkin
     x^{k+1} = x^k - \alpha\, \nabla\Big(f(x^k; \xi) + w \sum_i \phi\big(c_i(x^k; \xi)\big)\Big),
     \qquad \phi(t) = [t]_+ \text{ (hinge) or } [t]_+^2 \text{ (squared)}
 
-With the hinge (an exact penalty), every KKT point whose multipliers satisfy
-:math:`\lambda^\star_i < w` is a stationary point of the penalised objective, so a large
-enough weight solves the constrained problem; with a constant step the iterate then chatters
-around the constraint boundary within :math:`O(\alpha w \|\nabla c\|)`. The squared penalty is
-smooth but only feasible in the limit :math:`w \to \infty` (its minimiser violates by about
-:math:`\lambda^\star / (2w)`). The weight is fixed: nothing adapts, which is what makes it a
+shown for ``primal: sgd`` with :math:`\alpha` the hyperparameter ``lr``; any ``primal``
+(``primal.py``) minimises the same fixed objective. With the hinge (an exact penalty), every KKT
+point whose multipliers satisfy :math:`\lambda^\star_i < w` is a stationary point of the penalised
+objective, so a large enough weight solves the constrained problem; with a constant step the iterate
+then chatters around the constraint boundary within :math:`O(\alpha w \|\nabla c\|)`. The squared
+penalty is smooth but only feasible in the limit :math:`w \to \infty` (its minimiser violates by
+about :math:`\lambda^\star / (2w)`). The weight is fixed: nothing adapts, which is what makes it a
 baseline for the methods that learn multipliers.
 """
 
@@ -22,11 +23,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    StepInfo,
+    draw,
+    info,
+)
+from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
 
 
-class PenaltyHyperparameters(Hyperparameters):
-    lr: float = Field(0.05, gt=0, description="step size α")
+class PenaltyHyperparameters(PrimalHyperparameters):
     weight: float = Field(1.0, ge=0, description="penalty weight w")
     penalty: Literal["hinge", "squared"] = Field(
         "hinge", description="φ(t) = max(0, t) (exact) or max(0, t)² (smooth)"
@@ -40,14 +47,18 @@ class Penalty(Algorithm[PenaltyHyperparameters]):
     constrained = True
     paper = "Han & Mangasarian 1979, Math. Programming 17:251–269 (exact penalty)"
     hyperparameters = PenaltyHyperparameters
+    state_attributes = ("optimizer",)
+
+    def _init_state(self) -> None:
+        self.optimizer = primal_optimizer(self.params, self.hp)
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
-        loss, c = estimate()
-        excess = c.clamp_min(0.0)
+        sample = draw(estimate)
+        excess = sample.c.clamp_min(0.0)
         if hp.penalty == "squared":
             excess = excess**2
-        self._backward(loss + hp.weight * excess.sum(-1))
-        self._descend(hp.lr)
+        self._backward(sample.loss + hp.weight * excess.sum(-1))
+        self.optimizer.step()
         self.iteration += 1
-        return info(loss, c)
+        return info(sample)

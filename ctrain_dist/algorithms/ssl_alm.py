@@ -24,17 +24,29 @@ One iteration with step sizes :math:`\tau` (primal), :math:`\eta` (dual) and :ma
         + \rho\, c_i(x^k; \xi)]_+ \nabla c_i(x^k; \xi') + \mu (x^k - z^k)\Big) \\
     z^{k+1} &= z^k + \beta (x^{k+1} - z^k)
 
+The primal step is ``primal`` (``primal.py``) over the bracket, the direction of
+:math:`\nabla_x K`; the paper's analysis is for the ``sgd`` step written here.
 The order is load-bearing: the dual step uses the constraint at :math:`x^k` and the primal step
 then uses :math:`\lambda^{k+1}` (the paper's dual-first order); the centre follows the new
 iterate. The weights :math:`[\lambda + \rho c]_+` come from the first sample and the gradients
 from the second, so their product is not biased by the correlation of one minibatch with
 itself. The projection onto :math:`[0, \Lambda]` keeps the multipliers bounded, as the paper's
-analysis assumes (the reference implementation instead resets a multiplier to 0 when it
-exceeds the bound; projecting is the paper's operator).
+analysis assumes (the reference implementation clamps to its ``dual_range`` too).
+humancompatible.train 0.4.2 composes SSL-ALM from its ``ALM`` dual optimiser (Rockafellar's
+"hpr" augmentation) and a ``MoreauEnvelope`` primal wrapper; it differs by design in two
+places, both pinned by ``tests/test_reference_crosscheck.py``: its dual step ascends the
+augmented Lagrangian's gradient :math:`([\lambda + \rho c]_+ - \lambda)/\rho`, which is
+:math:`c` wherever :math:`\lambda + \rho c \ge 0` (ours ascends :math:`c` always, the paper's
+step), and it moves the centre towards :math:`x^k`, before the primal step (ours towards
+:math:`x^{k+1}`, as written above).
 
 At a fixed point :math:`x = z`, :math:`\lambda^\star = [\lambda^\star + \eta c]_+` gives
 complementarity and the primal step gives :math:`\nabla f + \sum_i \lambda^\star_i \nabla c_i
 = 0`: the KKT conditions, with the multipliers approaching the true ones.
+
+Proxy constraints and empty groups (``base``): the dual step reads the first sample's
+decision values and moves only the multipliers of values that sample defines; the weights
+:math:`[\lambda + \rho c]_+` read its surrogate, since they scale the primal gradient.
 """
 
 from __future__ import annotations
@@ -42,11 +54,17 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    StepInfo,
+    draw,
+    info,
+)
+from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
 
 
-class SSLALMHyperparameters(Hyperparameters):
-    lr: float = Field(0.05, gt=0, description="primal step size τ")
+class SSLALMHyperparameters(PrimalHyperparameters):
     dual_lr: float = Field(0.05, gt=0, description="dual step size η")
     rho: float = Field(1.0, ge=0, description="augmentation (penalty) weight ρ")
     mu: float = Field(2.0, ge=0, description="smoothing (proximal) weight μ")
@@ -61,28 +79,30 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
     constrained = True
     paper = "Huang, Zhang & Alacaoglu 2025, arXiv 2504.07607"
     hyperparameters = SSLALMHyperparameters
-    state_attributes = ("duals", "centres")
+    state_attributes = ("duals", "centres", "optimizer")
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
         self.centres = [p.detach().clone() for p in self.params]
+        self.optimizer = primal_optimizer(self.params, self.hp)
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
         with torch.no_grad():
-            _, c_dual = estimate()
-        c_dual = c_dual.detach().to(self.dtype)
-        self.duals.ascend(hp.dual_lr, c_dual)
-        weights = (self.duals.value + hp.rho * c_dual).clamp_min(0.0)
+            first = draw(estimate)
+        self.duals.ascend(hp.dual_lr, first.decision, where=first.defined)
+        weights = (self.duals.value + hp.rho * first.c.detach().to(self.dtype)).clamp_min(0.0)
 
-        loss, c = estimate()
+        sample = draw(estimate)
+        loss, c = sample.loss, sample.c
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
         with torch.no_grad():
+            # In place, one temporary: with packed seeds each tensor is K models' worth of
+            # memory, and this traffic would rival the step's matmuls.
             for p, centre in zip(self.params, self.centres, strict=True):
-                # In place, one temporary: with packed seeds each tensor is K models' worth of
-                # memory, and this loop's traffic would rival the step's matmuls.
-                direction = p.grad.add_(p - centre, alpha=hp.mu)
-                p.sub_(direction, alpha=hp.lr)
+                p.grad.add_(p - centre, alpha=hp.mu)
+            self.optimizer.step()
+            for p, centre in zip(self.params, self.centres, strict=True):
                 centre.lerp_(p, hp.beta)
         self.iteration += 1
-        return info(loss, c, self.duals)
+        return info(sample, self.duals)

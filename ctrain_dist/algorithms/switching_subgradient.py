@@ -29,6 +29,11 @@ iterate drawn from the objective steps :math:`I`; the trainer evaluates the last
 practice of the benchmark. The share of objective steps is logged so that a run which never
 leaves the constraint branch is visible.
 
+Proxy constraints and empty groups (``base``): :math:`\hat g` and :math:`i^*` are read from
+the decision values of the values the minibatch defines (none defined: an objective step),
+and the constraint step follows the surrogate's gradient :math:`\nabla c_{i^*}`; the
+adaptive step's numerator is that decision value :math:`\hat g`.
+
 GPU-ready: the switch is a ``torch.where`` on the target and on the step size, so a single
 backward pass follows the chosen branch without reading :math:`\hat g` on the host. Packed
 seeds switch independently: the ``where`` is per seed, so one seed's constraint step and
@@ -43,7 +48,14 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    StepInfo,
+    draw,
+    info,
+)
 
 _TINY = 1e-12
 """Guards the Polyak step's denominator against a zero subgradient."""
@@ -83,12 +95,15 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
 
     def step(self, estimate: Estimate) -> StepInfo:
         hp = self.hp
-        loss, c = estimate()
+        sample = draw(estimate)
+        loss, c = sample.loss, sample.c
         lr_constraint = hp.lr_constraint or hp.lr
         if c.numel():
-            worst = c.amax(-1)
-            objective_step = worst.detach() <= hp.tol
-            target = torch.where(objective_step, loss, worst)
+            observed = torch.where(sample.defined, sample.decision, -torch.inf)
+            worst, chosen = observed.max(-1, keepdim=True)
+            worst = worst.squeeze(-1)
+            objective_step = worst <= hp.tol
+            target = torch.where(objective_step, loss, c.gather(-1, chosen).squeeze(-1))
         else:
             worst = objective_step = None
             target = loss
@@ -103,7 +118,7 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
                 squared_norm = sum(
                     self._seed_sum(p.grad.detach() ** 2) for p in self.params if p.grad is not None
                 )
-                polyak = worst.detach() / (squared_norm + _TINY)
+                polyak = worst / (squared_norm + _TINY)
                 constraint_lr = polyak.clamp(0.0, lr_constraint)
             if not isinstance(constraint_lr, torch.Tensor):
                 constraint_lr = self._scalar(constraint_lr)
@@ -111,4 +126,4 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
             self.objective_steps += objective_step.to(self.objective_steps.dtype)
         self._descend(step_size)
         self.iteration += 1
-        return info(loss, c, objective_step_share=self.objective_steps / self.iteration)
+        return info(sample, objective_step_share=self.objective_steps / self.iteration)

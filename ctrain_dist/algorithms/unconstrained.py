@@ -13,7 +13,15 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from ctrain_dist.algorithms.base import HP, Algorithm, Estimate, Hyperparameters, StepInfo, info
+from ctrain_dist.algorithms.base import (
+    HP,
+    Algorithm,
+    Estimate,
+    Hyperparameters,
+    StepInfo,
+    draw,
+    info,
+)
 
 
 class SGDHyperparameters(Hyperparameters):
@@ -47,12 +55,12 @@ class _TorchOptimizerBaseline(Algorithm[HP]):
         """The torch optimiser over ``self.params`` built from ``self.hp``."""
 
     def step(self, estimate: Estimate) -> StepInfo:
-        loss, c = estimate()
+        sample = draw(estimate)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        sample.loss.sum().backward()
         self.optimizer.step()
         self.iteration += 1
-        return info(loss, c)
+        return info(sample)
 
 
 class SGD(_TorchOptimizerBaseline[SGDHyperparameters]):

@@ -3,8 +3,9 @@
 Why: selecting the best of many configurations on the same seeds that then report its score
 is optimistic (the winner is partly the luckiest). ``ctrain sweep SPEC --confirm`` re-runs
 only each algorithm's selected configuration (``stats.select_configurations``: feasible on
-validation first, then best validation objective) on seeds the original sweep never used, as
-a new sweep ``<name>-confirm`` in the same store; its report is then free of selection bias.
+validation within ``analysis.feasibility_tolerance`` first, then best validation objective)
+on seeds the original sweep never used, as a new sweep ``<name>-confirm`` in the same store;
+its report is then free of selection bias.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> Swe
             f"the store {store.root} holds no trials of sweep {spec.name!r}; run the sweep "
             "first (without --confirm)",
         )
-    chosen = set(stats.select_configurations(trials)[CONFIG_LABEL])
+    tolerance = spec.analysis.feasibility_tolerance
+    chosen = set(stats.select_configurations(trials, tolerance=tolerance)[CONFIG_LABEL])
     first_seed = spec.seed_list()[0]
     algorithms = [
         {"name": trial.algorithm, "params": trial.hyperparameters}

@@ -7,8 +7,10 @@ starts); 1 a runtime failure (e.g. trials that errored).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctrain_dist.cli.arguments import EXIT_BAD_INPUT, EXIT_FAILURE, add_spec_arguments
 from ctrain_dist.cli.data import add_data_commands
@@ -16,18 +18,35 @@ from ctrain_dist.cli.status import add_status_parser
 from ctrain_dist.cli.store import add_store_parser
 from ctrain_dist.errors import SpecError
 
+if TYPE_CHECKING:
+    from ctrain_dist.spec import SweepSpec
+
+
+def _warn_about_sampling(spec: SweepSpec) -> None:
+    """Refuse quotas the data cannot meet and user code that fails on one minibatch, and
+    print sampling warnings, before anything runs."""
+    from ctrain_dist.spec import check_sampling
+    from ctrain_dist.trial.probe import check_plugins
+
+    check_plugins(spec)
+    for warning in check_sampling(spec):
+        print(f"ctrain: warning: {warning}", file=sys.stderr)
+
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ctrain_dist.launch.ray_sweep import run_sweep
+    from ctrain_dist.launch.ray_sweep import preflight, run_sweep
     from ctrain_dist.spec import load_spec
+    from ctrain_dist.store.layout import require_writable_root
 
     spec = load_spec(args.spec, args.overrides)
     store_root = args.store or Path("runs") / spec.name
+    require_writable_root(store_root, "--store")
     if args.confirm:
         from ctrain_dist import store
         from ctrain_dist.analysis.confirm import confirm_spec
 
         spec = confirm_spec(spec, store.open(store_root))
+    _warn_about_sampling(spec)
     trials = spec.trials()
     print(
         f"sweep {spec.name!r}: {len(spec.algorithms)} algorithms, {len(trials)} trials "
@@ -39,7 +58,9 @@ def _sweep(args: argparse.Namespace) -> int:
         done = sweep_on_cluster(spec, store_root, args.cluster, args.resume, args.dry_run)
         return 0 if done else EXIT_FAILURE
     if args.dry_run:
-        for trial in trials:
+        pending, skipped = preflight(spec, store_root, args.resume)
+        print(f"would run {len(pending)} trials; {skipped} already finished in the store")
+        for trial in pending:
             print(f"  {trial.trial_id}  {trial.config_label} seed {trial.seed}")
         return 0
     outcome = run_sweep(spec, store_root, resume=args.resume)
@@ -51,10 +72,13 @@ def _sweep(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ctrain_dist.launch.local import train_locally
     from ctrain_dist.spec import load_spec
+    from ctrain_dist.store.layout import require_writable_root
 
     packing = [f"seeds_per_trial={args.seeds}"] if args.seeds is not None else []
     spec = load_spec(args.spec, [*args.overrides, *packing])
     store_root = args.store or Path("runs") / spec.name
+    require_writable_root(store_root, "--store")
+    _warn_about_sampling(spec)
     print(f"training {len(spec.trials())} trials of {spec.name!r} on {args.nproc} process(es)")
     statuses = train_locally(spec, store_root, args.nproc)
     print("done: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
@@ -63,20 +87,36 @@ def _train(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ctrain_dist import store
-    from ctrain_dist.analysis.report import write_comparison, write_report
+    from ctrain_dist.analysis.report import Settings, write_comparison, write_report
 
     if not (args.store / "trials").is_dir():
         raise SpecError("--store", f"{args.store} holds no trials table; run `ctrain sweep` first")
+    if args.feasibility_tolerance < 0:
+        raise SpecError("--feasibility-tolerance", "must be ≥ 0")
+    if not 0 < args.alpha < 1:
+        raise SpecError("--alpha", "must lie strictly between 0 and 1")
+    opened = store.open(args.store)
+    unknown = sorted(set(args.sweep or ()) - set(opened.sweeps()))
+    if unknown:  # before anything is written, so a mistyped id leaves the store as it was
+        raise SpecError("--sweep", f"{unknown[0]!r} is not a sweep of {args.store}")
     out = args.out or args.store / "report"
+    settings = Settings(args.feasibility_tolerance, args.baseline, args.alpha)
     if args.compare:
+        sweeps = args.sweep or opened.sweeps()
+        if len(sweeps) != 1:
+            raise SpecError("--sweep", f"--compare reads one sweep; {args.store} holds {sweeps}")
         try:
-            markdown = write_comparison(store.open(args.store), *args.compare, out, args.sweep)
+            markdown = write_comparison(opened, *args.compare, out, sweeps[0], settings)
         except KeyError as error:
             raise SpecError(
-                "--compare", f"no trials of algorithm {error.args[0]!r} in {args.store}"
+                "--compare", f"no trials of algorithm {error.args[0]!r} in sweep {sweeps[0]!r}"
             ) from None
     else:
-        markdown = write_report(store.open(args.store), out, sweep_id=args.sweep)
+        try:
+            markdown = write_report(opened, out, args.sweep, settings)
+        except KeyError as error:
+            field = "--baseline" if error.args[0] == args.baseline else "--sweep"
+            raise SpecError(field, f"{error.args[0]!r} is not in {args.store}") from None
     print(markdown)
     print(f"\nwritten to {out}/")
     return 0
@@ -131,13 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="statistics across seeds from a store")
     report.add_argument("--store", type=Path, required=True)
-    report.add_argument("--sweep", help="sweep id (default: every sweep in the store)")
+    report.add_argument(
+        "--sweep",
+        action="append",
+        help="a sweep to report, with its -confirm sweep (repeat for several tasks; default: "
+        "every sweep in the store, each a task, never pooled)",
+    )
     report.add_argument("--out", type=Path, help="output folder (default STORE/report)")
     report.add_argument(
         "--compare",
         nargs=2,
         metavar=("A", "B"),
-        help="two algorithms head to head: every test, effect size and P(improvement)",
+        help="two algorithms of one sweep head to head: their verdict, then every other metric "
+        "descriptively",
+    )
+    report.add_argument(
+        "--baseline",
+        metavar="ALGORITHM",
+        help="compare each algorithm with this one only (a smaller family than all pairs)",
+    )
+    report.add_argument(
+        "--feasibility-tolerance",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="a seed is feasible when its test max violation is ≤ T (default 0; pass the "
+        "spec's analysis.feasibility_tolerance)",
+    )
+    report.add_argument(
+        "--alpha", type=float, default=0.05, help="family-wise error rate of the verdicts"
     )
     report.set_defaults(handler=_report)
 
@@ -156,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         print(f"ctrain: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader left (``ctrain sweep --dry-run | head``): nothing more to say, and the
+        # interpreter's own flush of stdout at exit must not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

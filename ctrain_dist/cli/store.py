@@ -2,8 +2,9 @@
 
 ``ls ROOT [--sweep ID] [--check]``   one line per sweep: trials by status, attempts,
                         evaluation rows, files, bytes; ``--check`` also reads every file whole
-                        and reports corrupt, temporary and left-over files (exit 1 if any file
-                        is corrupt).
+                        (page checksums verified) and reports corrupt, temporary and left-over
+                        files, and quarantined files with the trials they held (exit 1 if any
+                        file is corrupt).
 ``compact ROOT [--sweep ID] [--drop-corrupt]``   merge each partition's files into one, safe
                         while sweeps write and readers read; ``--drop-corrupt`` moves corrupt
                         files into ``ROOT/_quarantine`` (nothing else ever removes one).
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from ctrain_dist.errors import SpecError
 
 if TYPE_CHECKING:
-    from ctrain_dist.store import Store
+    from ctrain_dist.store import Loss, Store
 
 EXIT_FAILURE = 1
 
@@ -51,6 +52,7 @@ class CheckReport:
     temporary: list[Path] = field(default_factory=list)
     replaced: list[Path] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
+    quarantined: list[Loss] = field(default_factory=list)
 
 
 def _open_store(root: Path, sweep_id: str | None) -> tuple[Store, list[str]]:
@@ -96,12 +98,14 @@ def list_sweeps(reader: Store, sweeps: list[str]) -> list[SweepListing]:
 def check_store(reader: Store, sweeps: list[str]) -> CheckReport:
     """Read every visible file whole (not just its footer) and collect what needs a look."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ctrain_dist import store
     from ctrain_dist.store.layout import partition_directory, temporary_files
+    from ctrain_dist.store.read import read_whole
 
     report = CheckReport()
+    for sweep in sweeps:
+        report.quarantined += [loss for loss in reader.losses(sweep) if loss.quarantined]
     for table in store.TABLES:
         for sweep in sweeps:
             snapshot = reader.snapshot(table, sweep)
@@ -112,7 +116,7 @@ def check_store(reader: Store, sweeps: list[str]) -> CheckReport:
                 version = part.schema_version or "missing"
                 report.versions[version] = report.versions.get(version, 0) + 1
                 try:
-                    pq.read_table(part.path)
+                    read_whole(part.path)
                 except FileNotFoundError:
                     continue  # compacted away since the snapshot: its rows live on
                 except (OSError, pa.ArrowException) as error:
@@ -160,6 +164,8 @@ def _print_report(report: CheckReport) -> None:
         print(f"temporary file (a writer writing now, or killed mid-write): {path}")
     for path in report.replaced:
         print(f"merged by an interrupted compaction, not yet deleted: {path}")
+    for loss in report.quarantined:
+        print(loss.describe())
     if report.corrupt:
         print(
             f"{len(report.corrupt)} corrupt files; `ctrain store compact ROOT --drop-corrupt` "

@@ -27,8 +27,13 @@ class MinibatchSampler:
         self._position = 0
 
     def _permutation(self) -> torch.Tensor:
+        """The next epoch's rows. On a GPU the permutation (drawn by the host generator) goes
+        over from pinned memory without blocking, so a step that starts an epoch never waits
+        for the device."""
         order = torch.randperm(self.rows.numel(), generator=self.generator)
-        return self.rows[order.to(self.rows.device)]
+        if self.rows.device.type == "cuda":
+            order = order.pin_memory().to(self.rows.device, non_blocking=True)
+        return self.rows[order]
 
     def next(self) -> torch.Tensor:
         """The next minibatch; a batch never straddles two epochs (the tail is reshuffled)."""

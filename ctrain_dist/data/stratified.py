@@ -1,4 +1,4 @@
-"""Group-stratified minibatches: every group gets at least ``min_group_count`` rows a batch.
+"""Group-stratified minibatches: fixed rows per group a batch, at least a minimum or equal.
 
 Why: a constraint on a small group is estimated from that group's rows only; with Adult's
 one-third women a 64-row batch holds about 21 of them, and with a 5 % minority about 3, so the
@@ -13,10 +13,18 @@ expectation ``Σ_g π_g μ_g = μ``, the population mean, exactly (``Σ w = B`` 
 there is no ratio bias). Per-group means are untouched, because a weight constant within a
 group cancels in them. The problem's statistics take these weights (``constraints.py``).
 
-Quotas: ``n_g = max(m, round(π_g B))``, then adjusted to sum to ``B`` by the largest
-remainders, taking from groups above ``m`` when the minimums overshoot. Within a group the rows
-come from that group's own seeded permutations, epoch after epoch, so small groups are
-revisited more often than large ones (that is the point).
+Quotas, two ways (:func:`sampler_quotas`, the one place that decides them):
+
+* ``min_group_count = m``: ``n_g = max(m, round(π_g B))``, then adjusted to sum to ``B`` by the
+  largest remainders, taking from groups above ``m`` when the minimums overshoot;
+* ``rows_per_group = n``: ``n_g = n`` for every group, ``B = n G`` (group-balanced batches, as
+  humancompatible.train's ``BalancedBatchSampler`` draws them and its Folktables benchmark
+  draws each constraint's sample: a fixed number of rows per group).
+
+Within a group the rows come from that group's own seeded permutations, epoch after epoch, so
+small groups are revisited more often than large ones (that is the point). A design weight
+``π_g B / n_g`` may be well below 1 (a 0.5 % group with 4 of 64 rows: 0.08), so a group's
+weighted count may be too; per-group means divide by that true count (``constraints``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,42 @@ from typing import Any
 import torch
 
 from ctrain_dist.data.sampler import MinibatchSampler
+
+
+def group_sizes(rows: torch.Tensor, groups: torch.Tensor, num_groups: int) -> list[int]:
+    """How many of ``rows`` each group holds (``groups``: every row's group id)."""
+    return torch.bincount(groups[rows], minlength=num_groups).tolist()
+
+
+def sampler_quotas(
+    sizes: list[int],
+    batch_size: int,
+    min_group_count: int | None = None,
+    rows_per_group: int | None = None,
+) -> list[int] | None:
+    """Rows per group a batch for the training options (``None``: plain uniform batches).
+
+    Raises:
+        ValueError: a quota the groups' sizes or the batch cannot meet, saying why.
+    """
+    if rows_per_group is not None:
+        return balanced_quotas(sizes, batch_size, rows_per_group)
+    if min_group_count is not None:
+        return quotas(sizes, batch_size, min_group_count)
+    return None
+
+
+def balanced_quotas(sizes: list[int], batch_size: int, rows: int) -> list[int]:
+    """``rows`` rows of every group, which must make up the batch exactly."""
+    if rows * len(sizes) != batch_size:
+        raise ValueError(
+            f"rows_per_group {rows} × {len(sizes)} groups is {rows * len(sizes)} rows, not "
+            f"batch_size {batch_size}; set batch_size to {rows * len(sizes)}"
+        )
+    smallest = min(sizes)
+    if smallest < rows:
+        raise ValueError(f"a group has only {smallest} training rows, below rows_per_group")
+    return [rows] * len(sizes)
 
 
 def quotas(sizes: list[int], batch_size: int, minimum: int) -> list[int]:
@@ -53,7 +97,7 @@ def quotas(sizes: list[int], batch_size: int, minimum: int) -> list[int]:
 
 
 class StratifiedSampler:
-    """Fixed per-group quotas each batch; ``weights`` are the rows' design weights.
+    """Fixed per-group quotas ``counts`` each batch; ``weights`` are the rows' design weights.
 
     Same interface as :class:`MinibatchSampler` (``next``, ``samples_drawn``, ``epochs``,
     ``state_dict``); ``next()`` returns the group blocks concatenated in group order, and
@@ -65,16 +109,15 @@ class StratifiedSampler:
         rows: torch.Tensor,
         groups: torch.Tensor,
         num_groups: int,
-        batch_size: int,
-        min_group_count: int,
+        counts: list[int],
         seed: int,
     ) -> None:
+        batch_size = sum(counts)
         if batch_size > rows.numel():
             raise ValueError(f"batch_size {batch_size} exceeds the {rows.numel()} training rows")
         row_groups = groups[rows]
         members = [rows[row_groups == g] for g in range(num_groups)]
         sizes = [int(m.numel()) for m in members]
-        counts = quotas(sizes, batch_size, min_group_count)
         self.rows = rows
         self.batch_size = batch_size
         self.counts = counts
@@ -116,13 +159,17 @@ def build_sampler(
     groups: torch.Tensor,
     num_groups: int,
     batch_size: int,
-    min_group_count: int | None,
     seed: int,
+    *,
+    min_group_count: int | None = None,
+    rows_per_group: int | None = None,
 ) -> MinibatchSampler | StratifiedSampler:
-    """The trainer's sampler: stratified when ``min_group_count`` is set, plain otherwise."""
-    if min_group_count is None:
+    """The trainer's sampler: stratified when a quota option is set, plain otherwise."""
+    sizes = group_sizes(rows, groups, num_groups)
+    counts = sampler_quotas(sizes, batch_size, min_group_count, rows_per_group)
+    if counts is None:
         return MinibatchSampler(rows, batch_size, seed)
-    return StratifiedSampler(rows, groups, num_groups, batch_size, min_group_count, seed)
+    return StratifiedSampler(rows, groups, num_groups, counts, seed)
 
 
 def design_weights(sampler: MinibatchSampler | StratifiedSampler) -> torch.Tensor | None:

@@ -26,6 +26,7 @@ from ctrain_dist.spec import (
     SweepSpec,
     TrialSpec,
     require_data_parallel,
+    require_device,
     require_single_process_packs,
 )
 from ctrain_dist.store.schema import CONFIG_LABEL, SEED, STATUS
@@ -40,6 +41,7 @@ def check_workers(spec: SweepSpec, nproc: int) -> None:
         raise SpecError("--nproc", "must be at least 1")
     require_data_parallel(spec, nproc, "--nproc")
     require_single_process_packs(spec, nproc, "--nproc")
+    require_device(spec, torch.cuda.device_count())
     wants_cuda = spec.training.device == "cuda" or (
         spec.training.device == "auto" and torch.cuda.is_available()
     )

@@ -2,17 +2,25 @@
 
 Every launcher (``ctrain train``, the Ray sweep, SLURM allocation and array mode) plans here,
 so "never run a finished trial again" and "pack only what is pending" hold the same way for
-all of them.
+all of them. A driver plans and runs under :func:`driver_lock`, so two drivers of one sweep
+never both run what each found pending; and a store holding an unreadable file is refused,
+since the trials that file holds would look not yet run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ctrain_dist import store as store_module
 from ctrain_dist.errors import SpecError
+from ctrain_dist.files import LockHeld, held_or_refused
 from ctrain_dist.spec import SweepSpec, TrialSpec, pack_trials, packing_obstacle
+from ctrain_dist.store.layout import CHECKPOINTS, driver_lock_path
+from ctrain_dist.store.schema import STATUS, TERMINAL_STATUSES
 
 
 def pending_trials(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpec], int]:
@@ -22,6 +30,14 @@ def pending_trials(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[lis
     two studies under one name would corrupt both reports.
     """
     store = store_module.open(store_root)
+    unreadable = [loss for loss in store.losses(spec.name) if not loss.quarantined]
+    if unreadable:
+        raise SpecError(
+            "--store",
+            f"{unreadable[0].describe()}, so its trials would look not yet run "
+            f"({len(unreadable)} such files); `ctrain store compact {store_root} --sweep "
+            f"{spec.name} --drop-corrupt` quarantines them and keeps their trials counted",
+        )
     trials = spec.trials()
     existing = store.trials(spec.name, all_attempts=True)
     if len(existing) and not resume:
@@ -35,6 +51,21 @@ def pending_trials(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[lis
     return pending, len(trials) - len(pending)
 
 
+@contextmanager
+def driver_lock(spec: SweepSpec, store_root: Path) -> Iterator[None]:
+    """Be the one driver of ``spec``'s sweep in ``store_root`` for the block, or exit 2 now
+    naming the one that is (a second would run every trial the first is running)."""
+    try:
+        with held_or_refused(driver_lock_path(store_root, spec.name)):
+            yield
+    except LockHeld as held:
+        raise SpecError(
+            "--store",
+            f"another driver ({held.holder}) is running sweep {spec.name!r} in {store_root}; "
+            "wait for it to end, then --resume",
+        ) from None
+
+
 def plan_packs(
     spec: SweepSpec, trials: list[TrialSpec], log: Callable[[str], None] = print
 ) -> list[list[TrialSpec]]:
@@ -46,3 +77,17 @@ def plan_packs(
             if obstacle is not None:
                 log(f"{label}: {obstacle}; its seeds run one per trial")
     return pack_trials(trials, spec.seeds_per_trial)
+
+
+def checkpoint_path(store_root: Path, pack: Sequence[TrialSpec]) -> Path:
+    """Where a pack's checkpoint lives: beside the store, named by the pack's trial ids, so a
+    pack formed differently on resume (fewer seeds pending) never loads another's file."""
+    ids = ",".join(trial.trial_id for trial in pack)
+    key = hashlib.sha256(ids.encode()).hexdigest()[:16]
+    return store_root / CHECKPOINTS / pack[0].sweep_id / f"{pack[0].trial_id}-{key}.pt"
+
+
+def drop_finished_checkpoint(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Remove a pack's checkpoint once every seed has ended: no attempt will resume it."""
+    if rows and all(row[STATUS] in TERMINAL_STATUSES for row in rows):
+        path.unlink(missing_ok=True)

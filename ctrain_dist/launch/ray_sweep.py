@@ -17,20 +17,33 @@ that reaches the store like any row. What ``run_pack`` cannot catch, an actor th
 multi-worker trial (whose ranks re-raise, see ``runner``), Tune retries up to
 ``max_failures`` times, and the callback records an ``error`` row per seed of each failure.
 
-Before Ray starts: resources are checked against this machine (Ray waits forever on a request
-that cannot fit, so it is refused up front) and trials the store already shows finished are
-dropped, so a resumed sweep never re-runs them.
+Before Ray starts (:func:`preflight`, which ``--dry-run`` runs too): resources and the device
+are checked against this machine (Ray waits forever on a request that cannot fit, so it is
+refused up front), the store must be writable and readable whole, and trials it already shows
+finished are dropped, so a resumed sweep never re-runs them. The driver holds the sweep's
+driver lock (``plan.driver_lock``) from planning to its last flush.
+
+A local Ray is private to the sweep: every server binds to the loopback interface, and the
+cluster requires a token (``RAY_AUTH_MODE=token``) kept in a 0600 file inside a 0700 folder
+made for this run and removed after it (:func:`_private_ray`).
+
+Checkpoints: each pack saves to ``<store>/_checkpoints/<sweep>/<pack>.pt`` (``plan``), so a
+retried or resumed pack continues from its last checkpoint as a new attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,11 +59,19 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ctrain_dist import store as store_module
+from ctrain_dist.data.cache import open_tabular
 from ctrain_dist.data.config import AdultDataSpec
 from ctrain_dist.data.load import prepare_data
 from ctrain_dist.errors import SpecError
-from ctrain_dist.launch.plan import pending_trials, plan_packs
-from ctrain_dist.spec import SweepSpec, TrialSpec
+from ctrain_dist.launch.plan import (
+    checkpoint_path,
+    driver_lock,
+    drop_finished_checkpoint,
+    pending_trials,
+    plan_packs,
+)
+from ctrain_dist.spec import SweepSpec, TrialSpec, require_batch_fits, require_device
+from ctrain_dist.store.layout import require_writable_root
 from ctrain_dist.store.schema import (
     CONFIG_LABEL,
     ENDED_AT,
@@ -103,7 +124,10 @@ def pack_of(config: dict[str, Any]) -> list[TrialSpec]:
 def run_trial(config: dict[str, Any]) -> None:
     """The Tune function trainable: one pack of the spec through the runner, every seed's
     rows (its ``error`` rows included) to the driver."""
-    runner.run_pack(pack_of(config), TuneSink(), attempts=config["attempts"])
+    pack = pack_of(config)
+    checkpoint = checkpoint_path(Path(config["store_root"]), pack)
+    rows = runner.run_pack(pack, TuneSink(), attempts=config["attempts"], checkpoint=checkpoint)
+    drop_finished_checkpoint(checkpoint, rows)
 
 
 @dataclass
@@ -195,9 +219,12 @@ class StoreCallback(tune.Callback):
         self.log(f"[{len(self.latest)}/{self.total}] {label}: {row[STATUS]}, {detail}")
 
     def flush(self) -> None:
+        """Evaluation rows first, then trial rows (see ``store.sink``); each buffer is emptied
+        once its file is written, so a failed flush is retried without writing a row twice."""
         self.writer.write_evals(self.evals)
+        self.evals = []
         self.writer.write_trials(self.trials)
-        self.evals, self.trials = [], []
+        self.trials = []
         self.last_flush = time.monotonic()
 
 
@@ -207,8 +234,16 @@ non-zero request for it, and that request must be counted when checking that a t
 
 
 def check_resources(spec: SweepSpec, cpus: int, gpus: int) -> None:
-    """Refuse a per-trial request this machine can never satisfy (Ray would wait forever)."""
+    """Refuse a per-trial request this machine can never satisfy (Ray would wait forever),
+    and CUDA where there is none or where trials are given no GPU."""
+    require_device(spec, gpus)
     request = spec.resources
+    if spec.training.device == "cuda" and request.gpus_per_trial == 0:
+        raise SpecError(
+            "resources.gpus_per_trial",
+            "0 with training.device cuda: Ray would hide every GPU from the trials; "
+            "ask for a GPU share or set training.device to auto",
+        )
     workers = request.workers_per_trial
     wrapper = WRAPPER_CPUS if workers > 1 else 0.0
     needed = request.cpus_per_trial + wrapper
@@ -272,7 +307,8 @@ def _trainable(spec: SweepSpec, store_root: Path) -> tuple[Any, dict[str, Any]]:
     request = spec.resources
     if request.workers_per_trial == 1:
         resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
-        return tune.with_resources(run_trial, resources), {"attempts": spec.max_failures + 1}
+        fixed = {"attempts": spec.max_failures + 1, "store_root": str(store_root.resolve())}
+        return tune.with_resources(run_trial, resources), fixed
     fixed = {
         "workers": request.workers_per_trial,
         "cpus_per_trial": request.cpus_per_trial,
@@ -292,6 +328,71 @@ def _max_concurrent(spec: SweepSpec, cpus: int) -> int | None:
     return min(room, request.max_concurrent_trials or room)
 
 
+def preflight(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[TrialSpec], int]:
+    """Every check that can run before Ray, then the pending trials and how many are finished
+    (see :func:`~ctrain_dist.launch.plan.pending_trials`); ``--dry-run`` runs exactly this."""
+    check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
+    require_writable_root(store_root, "--store")
+    pending, skipped = pending_trials(spec, store_root, resume)
+    if pending and not isinstance(spec.data, AdultDataSpec):
+        # Built once here, before any job: a data problem exits 2 instead of failing trials,
+        # and trials on this node map the finished cache instead of racing to build it.
+        entry = prepare_data(spec.data, spec.split)
+        require_batch_fits(spec, open_tabular(entry.path).splits["train"].numel())
+    return pending, skipped
+
+
+@contextlib.contextmanager
+def _private_ray() -> Iterator[dict[str, Any]]:
+    """The settings of a local Ray reachable by this user only; yields ``ray.init`` options.
+
+    Ray turns a loopback ``_node_ip_address`` into the machine's address unless it believes
+    clusters are off (``ray_constants.ENABLE_RAY_CLUSTER``, read when the address is chosen;
+    the environment variable carries it to Ray's processes), and then binds every server to
+    loopback. Ray reads ``RAY_AUTH_MODE`` into its C++ config when it is imported, so the
+    config and the token cache are reloaded after the settings change and after they are
+    restored (what Ray's own ``authentication_test_utils.reset_auth_token_state`` does).
+    tests/test_security.py reads /proc/net/tcp and the token's mode to notice if any of this
+    ever changes.
+    """
+    from ray._private import ray_constants  # private: see the docstring
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    def reload_auth() -> None:
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+    folder = Path(tempfile.mkdtemp(prefix="ctrain-ray-"))  # 0700, an unpredictable name
+    token = folder / "token"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    settings = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0",
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(settings)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    reload_auth()
+    try:
+        # address "local": a new Ray of this run's own, never one found through RAY_ADDRESS or
+        # the last `ray start` on this machine (another user's, or a SLURM test's, whose token
+        # differs: joining it fails with InvalidAuthToken, or worse, succeeds).
+        yield {"address": "local", "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1"}
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reload_auth()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_sweep(
     spec: SweepSpec,
     store_root: Path,
@@ -304,61 +405,89 @@ def run_sweep(
 
     With ``address`` (``host:port`` of a running cluster's GCS, e.g. the one ``slurm`` starts
     inside an allocation) the driver joins that cluster instead of starting a local Ray.
-    """
-    check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
-    pending, skipped = pending_trials(spec, store_root, resume)
-    if pending and not isinstance(spec.data, AdultDataSpec):
-        # Built once here, before any job: a data problem exits 2 instead of failing trials,
-        # and trials on this node map the finished cache instead of racing to build it.
-        prepare_data(spec.data, spec.split)
-    outcome = SweepOutcome(total=len(pending) + skipped, skipped=skipped)
-    if skipped:
-        log(f"{skipped} of {outcome.total} trials already finished in the store; skipping them")
-    if not pending:
-        return outcome
 
+    Every refusal comes before the store is touched; the plan is then made again under the
+    driver lock, since another driver may have run trials between the two.
+    """
+    pending, skipped = preflight(spec, store_root, resume)
+    if not pending:
+        return _report_skipped(SweepOutcome(total=skipped, skipped=skipped), log)
+    with driver_lock(spec, store_root):
+        pending, skipped = pending_trials(spec, store_root, resume)
+        outcome = _report_skipped(SweepOutcome(total=len(pending) + skipped, skipped=skipped), log)
+        if pending:
+            _run_on_ray(spec, store_root, pending, outcome, log, address)
+    return outcome
+
+
+def _report_skipped(outcome: SweepOutcome, log: Callable[[str], None]) -> SweepOutcome:
+    if outcome.skipped:
+        log(
+            f"{outcome.skipped} of {outcome.total} trials already finished in the store; "
+            "skipping them"
+        )
+    return outcome
+
+
+def _run_on_ray(
+    spec: SweepSpec,
+    store_root: Path,
+    pending: list[TrialSpec],
+    outcome: SweepOutcome,
+    log: Callable[[str], None],
+    address: str | None,
+) -> None:
+    """Start (or join) Ray, tune ``pending``, and stop Ray again."""
     # Both read when Ray starts and when Tune builds its callbacks, not when Ray is imported.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    where = {"address": address} if address else {"num_cpus": os.cpu_count()}
-    ray.init(
-        **where,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        ignore_reinit_error=True,
-    )
-    try:
-        writer = store_module.StoreWriter(store_root, spec.name)
-        callback = StoreCallback(writer, len(pending), log)
-        packs = plan_packs(spec, pending, log)  # the pending seeds only: resume is exact
-        trainable, fixed = _trainable(spec, store_root)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={
-                "pack": tune.grid_search(
-                    [[t.model_dump(mode="json") for t in pack] for pack in packs]
-                ),
-                **fixed,
-            },
-            tune_config=tune.TuneConfig(
-                reuse_actors=spec.resources.reuse_actors and spec.resources.workers_per_trial == 1,
-                max_concurrent_trials=_max_concurrent(spec, os.cpu_count() or 1),
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str((store_root / "_tune").resolve()),
-                callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                verbose=0,
-            ),
+    with contextlib.ExitStack() as stack:
+        where = {"address": address} if address else stack.enter_context(_private_ray())
+        ray.init(
+            **where,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            ignore_reinit_error=True,
         )
-        on = f"the Ray cluster at {address}" if address else "a local Ray"
-        packed = f" in {len(packs)} packs" if len(packs) < len(pending) else ""
-        log(f"running {len(pending)} trials{packed} of sweep {spec.name!r} on {on}")
-        tuner.fit()
-        callback.flush()
-        outcome.statuses = callback.statuses
-    finally:
-        ray.shutdown()
-    return outcome
+        stack.callback(ray.shutdown)
+        _tune(spec, store_root, pending, outcome, log, address)
+
+
+def _tune(
+    spec: SweepSpec,
+    store_root: Path,
+    pending: list[TrialSpec],
+    outcome: SweepOutcome,
+    log: Callable[[str], None],
+    address: str | None,
+) -> None:
+    """The Tune run of ``pending`` on the Ray this process is connected to."""
+    writer = store_module.StoreWriter(store_root, spec.name)
+    callback = StoreCallback(writer, len(pending), log)
+    packs = plan_packs(spec, pending, log)  # the pending seeds only: resume is exact
+    trainable, fixed = _trainable(spec, store_root)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "pack": tune.grid_search([[t.model_dump(mode="json") for t in pack] for pack in packs]),
+            **fixed,
+        },
+        tune_config=tune.TuneConfig(
+            reuse_actors=spec.resources.reuse_actors and spec.resources.workers_per_trial == 1,
+            max_concurrent_trials=_max_concurrent(spec, os.cpu_count() or 1),
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str((store_root / "_tune").resolve()),
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=0,
+        ),
+    )
+    on = f"the Ray cluster at {address}" if address else "a local Ray"
+    packed = f" in {len(packs)} packs" if len(packs) < len(pending) else ""
+    log(f"running {len(pending)} trials{packed} of sweep {spec.name!r} on {on}")
+    tuner.fit()
+    callback.flush()
+    outcome.statuses = callback.statuses

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ctrain_dist.store.compact import STALE_TEMPORARY_SECONDS, Compaction, compact
 from ctrain_dist.store.read import (
+    Loss,
     Part,
     Snapshot,
     Store,
@@ -53,6 +54,7 @@ __all__ = [
     "TRIALS",
     "Column",
     "Compaction",
+    "Loss",
     "Part",
     "Snapshot",
     "Store",

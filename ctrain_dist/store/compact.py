@@ -10,11 +10,14 @@ same, and the next compaction finishes its work.
 **Corrupt files are never merged and never deleted.** They stay where they are, skipped by
 readers with a warning, until ``compact(drop_corrupt=True)`` moves them into ``_quarantine``
 (with temporary files whose writers have been dead for over ``STALE_TEMPORARY_SECONDS``).
+Each quarantined part gets a record beside it (``<name>.json``: where it was, why, and the
+attempts its manifest listed), which is how the store keeps knowing what the file held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -30,13 +33,21 @@ from ctrain_dist.store.layout import (
     EPOCH_FILE,
     LOCK_FILE,
     QUARANTINE,
+    RECORD_SUFFIX,
     check_sweep_id,
+    manifest_path,
     partition_directory,
     temporary_files,
 )
-from ctrain_dist.store.read import Part, Store, unified_schema
+from ctrain_dist.store.read import Part, Store, read_manifest, read_whole, unified_schema
 from ctrain_dist.store.schema import TABLES
-from ctrain_dist.store.write import file_metadata, publish_part
+from ctrain_dist.store.write import (
+    WRITE_OPTIONS,
+    Attempt,
+    attempts_of,
+    file_metadata,
+    publish_part,
+)
 
 STALE_TEMPORARY_SECONDS = 3600.0
 """A temporary file this old belongs to a dead writer (a flush takes seconds, not an hour)."""
@@ -82,7 +93,9 @@ class _NothingToMerge(Exception):
     """Fewer than two inputs were readable: publishing a merged file would gain nothing."""
 
 
-def _merge(table: str, parts: list[Part], directory: Path) -> tuple[list[Part], int, list[Part]]:
+def _merge(
+    table: str, parts: list[Part], directory: Path
+) -> tuple[list[Part], int, list[tuple[Path, str]]]:
     """Write the rows of ``parts`` as one new part file; returns (merged, rows, unreadable).
 
     Streams: at most one input file and one row group are in memory. An input whose data
@@ -90,16 +103,22 @@ def _merge(table: str, parts: list[Part], directory: Path) -> tuple[list[Part], 
     """
     schema = unified_schema(parts)
     merged: list[Part] = []
-    unreadable: list[Part] = []
+    unreadable: list[tuple[Path, str]] = []
+    # The manifest is published before the merged file, so the readable inputs are read
+    # twice: once for their attempts, once to stream their rows.
+    attempts: set[Attempt] = set()
+    for part in parts:
+        with contextlib.suppress(OSError, pa.ArrowException):  # left out below, with reason
+            attempts |= attempts_of(read_whole(part.path))
 
     def write(sink: BinaryIO) -> None:
         pending: list[pa.Table] = []
-        with pq.ParquetWriter(sink, schema) as writer:
+        with pq.ParquetWriter(sink, schema, **WRITE_OPTIONS) as writer:
             for part in parts:
                 try:
-                    rows = pq.read_table(part.path)
-                except (OSError, pa.ArrowException):
-                    unreadable.append(part)
+                    rows = read_whole(part.path)
+                except (OSError, pa.ArrowException) as error:
+                    unreadable.append((part.path, str(error)))
                     continue
                 pending.append(_conform(rows, schema))
                 merged.append(part)
@@ -113,17 +132,36 @@ def _merge(table: str, parts: list[Part], directory: Path) -> tuple[list[Part], 
             writer.add_key_value_metadata(file_metadata(table, [p.path.name for p in merged]))
 
     try:
-        publish_part(directory, write)
+        publish_part(directory, write, attempts)
     except _NothingToMerge:
         return [], 0, unreadable
     return merged, sum(p.rows for p in merged), unreadable
 
 
-def _quarantine(root: Path, path: Path) -> Path:
-    """Move ``path`` under ``ROOT/_quarantine``, keeping its table and partition in the path."""
+def _delete_part(path: Path) -> None:
+    """A part file and then its manifest (a manifest without its part is never consulted)."""
+    path.unlink(missing_ok=True)
+    manifest_path(path).unlink(missing_ok=True)
+
+
+def _quarantine(root: Path, path: Path, reason: str | None = None) -> Path:
+    """Move ``path`` under ``ROOT/_quarantine``, keeping its table and partition in the path.
+
+    A part (``reason`` given) first gets its record, so the attempts it held are never
+    forgotten, even if this is interrupted; its manifest goes once the part has moved.
+    """
     target = root / QUARANTINE / path.relative_to(root)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if reason is not None:
+        record = {
+            "file": str(path.relative_to(root)),
+            "reason": reason,
+            "quarantined_at": time.time(),
+            "attempts": read_manifest(manifest_path(path)),
+        }
+        write_atomically(target.with_name(target.name + RECORD_SUFFIX), json.dumps(record))
     os.replace(path, target)
+    manifest_path(path).unlink(missing_ok=True)
     return target
 
 
@@ -144,23 +182,37 @@ def _compact_partition(root: Path, table: str, sweep_id: str, drop_corrupt: bool
     if snapshot.replaced:
         _renew_epoch(root, table)
         for part in snapshot.replaced:
-            part.path.unlink(missing_ok=True)
+            _delete_part(part.path)
         result.leftovers = len(snapshot.replaced)
-    corrupt = [path for path, _ in snapshot.corrupt]
+    corrupt = list(snapshot.corrupt)
     if len(snapshot.parts) > 1:
         by_age = sorted(snapshot.parts, key=lambda p: (p.path.stat().st_mtime_ns, p.path.name))
         merged, result.rows, unreadable = _merge(table, by_age, directory)
-        corrupt += [p.path for p in unreadable]
+        corrupt += unreadable
         if merged:
             _renew_epoch(root, table)
             for part in merged:
-                part.path.unlink()
+                _delete_part(part.path)
             result.merged = len(merged)
-    result.corrupt = corrupt
+    elif drop_corrupt:
+        corrupt += _unreadable_data(snapshot.parts)
+    result.corrupt = [path for path, _ in corrupt]
     if drop_corrupt:
-        doomed = corrupt + _stale_temporaries(directory, time.time())
-        result.quarantined = [_quarantine(root, path) for path in doomed]
+        result.quarantined = [_quarantine(root, path, reason) for path, reason in corrupt]
+        stale = _stale_temporaries(directory, time.time())
+        result.quarantined += [_quarantine(root, path) for path in stale]
     return result
+
+
+def _unreadable_data(parts: list[Part]) -> list[tuple[Path, str]]:
+    """Parts whose footer reads but whose data does not (``_merge`` finds these itself)."""
+    unreadable = []
+    for part in parts:
+        try:
+            read_whole(part.path)
+        except (OSError, pa.ArrowException) as error:
+            unreadable.append((part.path, str(error)))
+    return unreadable
 
 
 def compact(

@@ -14,8 +14,13 @@ Invariants the rest of the package relies on:
   listing), and this is what makes a read exact anyway: if no deletion happened between the
   two tokens, every file that existed when the listing began is in it.
 * **Corrupt files are reported, never fatal and never deleted.** A file that cannot be read
-  (disk or copy damage; writers cannot produce one) is skipped with a :class:`StoreWarning`
-  and left in place until ``compact(drop_corrupt=True)`` moves it into ``_quarantine``.
+  (disk or copy damage; writers cannot produce one; page checksums are verified, so a flipped
+  bit is one) is skipped with a :class:`StoreWarning` and left in place until
+  ``compact(drop_corrupt=True)`` moves it into ``_quarantine``.
+* **A damaged file is never mistaken for trials not run.** :meth:`Store.losses` lists every
+  unreadable or quarantined file with the attempts its manifest says it held; planners refuse
+  to run while a file is unreadable, and count the finished trials of a quarantined file as
+  finished (:meth:`Store.finished_trial_ids`), so they are neither re-run nor forgotten.
 
 Reading with other tools: schemas differ between files (hyperparameter columns), so ask for
 the union of columns, and glob ``part-*`` so temporary files never match::
@@ -49,7 +54,13 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ctrain_dist.store.layout import EPOCH_FILE, table_files
+from ctrain_dist.store.layout import (
+    EPOCH_FILE,
+    RECORD_SUFFIX,
+    manifest_path,
+    quarantine_records,
+    table_files,
+)
 from ctrain_dist.store.schema import (
     ATTEMPT_ID,
     ENDED_AT,
@@ -71,6 +82,7 @@ ATTEMPT_COLUMNS: list[str] = [SWEEP_ID, TRIAL_ID, ATTEMPT_ID, STATUS, ENDED_AT]
 """What choosing each trial's attempt needs: a cheap read of ``trials``."""
 
 Result = TypeVar("Result")
+_VERIFIED = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
 
 
 class StoreWarning(UserWarning):
@@ -157,6 +169,67 @@ class Snapshot:
     corrupt: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def read_whole(path: Path) -> pa.Table:
+    """Every row of one part file, page checksums verified (raises if it is damaged)."""
+    return pq.read_table(path, page_checksum_verification=True)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A part file whose rows no reader counts: unreadable where it is, or quarantined.
+
+    ``attempts``: the (trial id, attempt id, status) its manifest lists, None where no manifest
+    was found (a file written before manifests existed).
+    """
+
+    table: str
+    sweep_id: str
+    path: Path
+    reason: str
+    quarantined: bool
+    attempts: tuple[tuple[str, str, str | None], ...] | None
+
+    @property
+    def trial_ids(self) -> list[str] | None:
+        return None if self.attempts is None else sorted({a[0] for a in self.attempts})
+
+    def describe(self) -> str:
+        """One line: the file, why it does not count, and the trials it held."""
+        where = "quarantined as" if self.quarantined else "unreadable:"
+        ids = self.trial_ids
+        held = "which trials it held is unknown" if ids is None else f"lacks {', '.join(ids)}"
+        return f"{self.table} file {where} {self.path} ({self.reason}); {held}"
+
+
+def read_manifest(path: Path) -> tuple[tuple[str, str, str | None], ...] | None:
+    """The attempts a manifest lists, or None if it is missing or unreadable."""
+    try:
+        return tuple(tuple(item) for item in json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _quarantined(root: Path, table: str, sweep_id: str | None) -> list[Loss]:
+    losses = []
+    for record_path in quarantine_records(root, table, sweep_id):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        attempts = record.get("attempts")
+        losses.append(
+            Loss(
+                table=table,
+                sweep_id=record_path.parent.name.split("=", 1)[1],
+                path=record_path.with_name(record_path.name.removesuffix(RECORD_SUFFIX)),
+                reason=record.get("reason", f"record {record_path} unreadable"),
+                quarantined=True,
+                attempts=None if attempts is None else tuple(tuple(a) for a in attempts),
+            )
+        )
+    return losses
+
+
 def _snapshot(files: list[tuple[Path, str]]) -> Snapshot:
     snapshot, opened = Snapshot(), []
     for path, sweep_id in files:
@@ -207,7 +280,8 @@ def _dataset(parts: list[Part]) -> ds.FileSystemDataset | None:
     """
     if not parts:
         return None
-    parquet, filesystem = ds.ParquetFileFormat(), pafs.LocalFileSystem()
+    parquet = ds.ParquetFileFormat(default_fragment_scan_options=_VERIFIED)
+    filesystem = pafs.LocalFileSystem()
     fragments = [
         parquet.make_fragment(
             str(part.path),
@@ -338,11 +412,41 @@ class Store:
         return self._read(TRIALS.name, sweep_id, ATTEMPT_COLUMNS, None)
 
     def finished_trial_ids(self, sweep_id: str) -> set[str]:
-        """Ids of trials whose kept attempt is terminal: these must never be run again."""
+        """Ids of trials whose kept attempt is terminal: these must never be run again.
+
+        Trials that a quarantined ``trials`` file recorded as terminal count too: their rows
+        are lost, not unrun (see :meth:`losses`).
+        """
         kept = keep_latest_attempts(self.attempts(sweep_id))
+        lost = {
+            attempt[0]
+            for loss in _quarantined(self.root, TRIALS.name, sweep_id)
+            for attempt in loss.attempts or ()
+            if attempt[2] in TERMINAL_STATUSES
+        }
         if kept.empty:
-            return set()
-        return set(kept.loc[kept[STATUS].isin(TERMINAL_STATUSES), TRIAL_ID])
+            return lost
+        return lost | set(kept.loc[kept[STATUS].isin(TERMINAL_STATUSES), TRIAL_ID])
+
+    def losses(self, sweep_id: str | None = None) -> list[Loss]:
+        """Every part file whose rows no read counts, with the attempts it held.
+
+        Unreadable files are those whose footer, or (``trials``) whose attempt columns, cannot
+        be read, so that every file planning relies on is checked; ``ls --check`` reads the
+        rest whole. Quarantined files come from their records in ``ROOT/_quarantine``.
+        """
+        losses = []
+        for table in TABLES:
+            if table == TRIALS.name:
+                _, unreadable = self._read_checked(table, sweep_id, ATTEMPT_COLUMNS, None)
+            else:
+                unreadable = self.snapshot(table, sweep_id).corrupt
+            for path, reason in unreadable:
+                sweep = path.parent.name.split("=", 1)[1]
+                attempts = read_manifest(manifest_path(path))
+                losses.append(Loss(table, sweep, path, reason, False, attempts))
+            losses += _quarantined(self.root, table, sweep_id)
+        return losses
 
     def snapshot(self, table: str, sweep_id: str | None = None) -> Snapshot:
         """The files of ``table`` that count right now (for listings, checks and compaction)."""
@@ -373,6 +477,19 @@ class Store:
         columns: list[str] | None,
         filters: pc.Expression | None,
     ) -> pd.DataFrame:
+        frame, corrupt = self._read_checked(table, sweep_id, columns, filters)
+        _warn_skipped(corrupt)
+        return frame
+
+    def _read_checked(
+        self,
+        table: str,
+        sweep_id: str | None,
+        columns: list[str] | None,
+        filters: pc.Expression | None,
+    ) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+        """The rows, and the files skipped as unreadable (with the reason)."""
+
         def read() -> tuple[pa.Table | None, list[tuple[Path, str]]]:
             snapshot = _snapshot(table_files(self.root, table, sweep_id))
             dataset = _dataset(snapshot.parts)
@@ -382,13 +499,12 @@ class Store:
             return rows, snapshot.corrupt + unreadable
 
         rows, corrupt = _consistent(self.root, table, read)
-        _warn_skipped(corrupt)
         if rows is None:
-            return _empty(table, columns)
+            return _empty(table, columns), corrupt
         frame = rows.to_pandas()
         if columns is None and SWEEP_ID in frame.columns:
             frame = frame[[SWEEP_ID, *frame.columns.drop(SWEEP_ID)]]
-        return frame
+        return frame, corrupt
 
 
 def open(root: Path | str) -> Store:

@@ -50,6 +50,7 @@ EPOCHS = "epochs"
 TRAIN_TIME_S = "train_time_s"
 WORKERS = "workers"
 PACKED_WITH = "packed_with"
+PLUGINS = "plugins"
 DATASET = "dataset"
 CONSTRAINT_NAMES = "constraint_names"
 GROUP_NAMES = "group_names"
@@ -78,6 +79,7 @@ INA = "ina"
 SF = "sf"
 WD = "wd"
 LOSS_GAP = "loss_gap"
+ESTIMATES = "estimates"
 
 PAPER_METRICS: dict[str, str] = {
     AUC_M: "AUC_M",
@@ -132,6 +134,11 @@ def group_column(rate: str, group: int | str) -> str:
 def multiplier_column(index: int | str) -> str:
     """The ``evals`` column holding the dual variable of constraint ``index``."""
     return f"multiplier_{index}"
+
+
+def empty_group_column(index: int | str) -> str:
+    """The ``evals`` column counting the estimates that left constraint ``index`` undefined."""
+    return f"empty_group_estimates_{index}"
 
 
 # Declarations ---------------------------------------------------------------------------------
@@ -281,6 +288,14 @@ TRIALS = TableSchema(
             "computation (`seeds_per_trial`), itself included; null when it trained alone.",
         ),
         Column(
+            PLUGINS,
+            _STRING,
+            "JSON",
+            "The user code the trial ran (`model.factory`, constraint classes by import path or "
+            "entry point): `{field: {path, options, sha256}}`, sha256 of the module's file; "
+            "null when it ran built-ins only.",
+        ),
+        Column(
             DATASET,
             _STRING,
             "",
@@ -419,6 +434,21 @@ EVALS = TableSchema(
             _FLOAT,
             "",
             "Dual variable of constraint i (absent for algorithms without duals).",
+        ),
+        Column(
+            ESTIMATES,
+            _INT,
+            "oracle calls",
+            "Constraint estimates (minibatches drawn by the algorithm) so far; the denominator "
+            "of `empty_group_estimates_<i>`.",
+        ),
+        Column(
+            empty_group_column("<i>"),
+            _INT,
+            "oracle calls",
+            "Estimates so far whose (global) minibatch held no row of a group, or (group, "
+            "label) cell, that constraint i compares: it then contributed no value, gradient, "
+            "dual or switching update, and its multiplier kept its value.",
         ),
     ),
 )

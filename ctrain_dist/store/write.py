@@ -13,6 +13,9 @@ Invariants the rest of the package relies on:
   whose metrics are all null, have compatible schemas for strict readers such as polars.
 * **The sweep id is the writer's, and only in the path.** A row naming another sweep is
   refused; the column is dropped from the file (hive partitioning restores it).
+* **Damage is detectable and its extent known.** Every data page carries a CRC checksum
+  (readers verify it, so a flipped bit is an unreadable file, never a silently changed value),
+  and every part's attempts manifest is published before the part (``layout``).
 """
 
 from __future__ import annotations
@@ -24,17 +27,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctrain_dist.files import Content, write_atomically
-from ctrain_dist.store.layout import check_sweep_id, new_part_path, partition_directory
+from ctrain_dist.store.layout import (
+    check_sweep_id,
+    manifest_path,
+    new_part_path,
+    partition_directory,
+)
 from ctrain_dist.store.schema import (
+    ATTEMPT_ID,
     EVALS,
     REPLACES_KEY,
     SCHEMA,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
+    STATUS,
     SWEEP_ID,
     TABLE_KEY,
+    TRIAL_ID,
     TRIALS,
 )
+
+WRITE_OPTIONS = {"write_page_checksum": True}
+"""Options of every Parquet file the store writes (``write_table`` and ``ParquetWriter``)."""
+Attempt = tuple[str, str, str | None]
+"""(trial id, attempt id, status): what a manifest lists; evaluation rows have no status."""
 
 
 def _column_type(table: str, name: str, values: list) -> pa.DataType | None:
@@ -75,9 +91,22 @@ def _rows_to_table(table: str, rows: list[dict], sweep_id: str) -> pa.Table:
     return pa.table(columns).replace_schema_metadata(file_metadata(table))
 
 
-def publish_part(directory: Path, content: Content) -> Path:
-    """A new uniquely named part file in ``directory`` holding ``content``: whole, or absent."""
-    return write_atomically(new_part_path(directory), content)
+def attempts_of(rows: pa.Table) -> set[Attempt]:
+    """The distinct attempts whose rows ``rows`` holds (a column it lacks reads as null)."""
+
+    def values(name: str) -> list:
+        present = name in rows.column_names
+        return rows.column(name).to_pylist() if present else [None] * rows.num_rows
+
+    return set(zip(values(TRIAL_ID), values(ATTEMPT_ID), values(STATUS), strict=True))
+
+
+def publish_part(directory: Path, content: Content, attempts: set[Attempt]) -> Path:
+    """A new uniquely named part file in ``directory`` holding ``content``: whole, or absent;
+    its manifest of ``attempts`` is published first, so no part is ever without one."""
+    path = new_part_path(directory)
+    write_atomically(manifest_path(path), json.dumps(sorted(attempts, key=str)))
+    return write_atomically(path, content)
 
 
 class StoreWriter:
@@ -100,4 +129,6 @@ class StoreWriter:
             return None
         data = _rows_to_table(table, rows, self.sweep_id)
         directory = partition_directory(self.root, table, self.sweep_id)
-        return publish_part(directory, lambda sink: pq.write_table(data, sink))
+        return publish_part(
+            directory, lambda sink: pq.write_table(data, sink, **WRITE_OPTIONS), attempts_of(data)
+        )

@@ -11,7 +11,10 @@ evaluation), every seed's dual variables, and a state that fixes the rest of the
 
 Both build each seed's initialisation and minibatch stream from its seed alone
 (:func:`trial_model`, :func:`trial_sampler`), which is what makes a packed seed start and draw
-exactly as it would alone.
+exactly as it would alone. Both count, per seed and constraint value, the oracle calls whose
+minibatch left the value undefined (an empty group or (group, label) cell; under data
+parallelism empty in the global minibatch, so every rank counts the same): a device tensor
+added to each call, read at evaluation points only, and part of the state that resumes.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ctrain_dist.algorithms import build_algorithm
-from ctrain_dist.constraints import ConstrainedProblem, build_constraints
+from ctrain_dist.algorithms import Sample, build_algorithm
+from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
 from ctrain_dist.data.sampler import MinibatchSampler
 from ctrain_dist.data.stratified import StratifiedSampler, build_sampler, design_weights
 from ctrain_dist.data.tabular import SPLITS, TabularData
 from ctrain_dist.spec import TrialSpec
 from ctrain_dist.trial.distributed import Workers, exact_statistics, local_slice, wrap_model
 from ctrain_dist.trial.metrics import evaluate_split
-from ctrain_dist.trial.model import build_mlp
+from ctrain_dist.trial.model import build_model
 
 Sampler = MinibatchSampler | StratifiedSampler
 
@@ -42,14 +45,15 @@ def trial_data(trial: TrialSpec, data: TabularData, device: torch.device) -> Tab
 
 
 def trial_model(trial: TrialSpec, num_features: int, device: torch.device) -> nn.Module:
-    """The trial's MLP in its dtype on ``device``, initialised from its seed.
+    """The trial's model (``model.build_model``) in its dtype on ``device``, initialised
+    from its seed.
 
     Seeds torch's global generator: the initialisation depends on the seed alone, so packed
     seeds (``packed.py``) start from exactly the weights their unpacked runs start from.
     """
     torch.manual_seed(trial.seed)
     dtype = getattr(torch, trial.training.dtype)
-    return build_mlp(num_features, trial.model.hidden, dtype).to(device)
+    return build_model(trial.model, num_features, dtype).to(device)
 
 
 def trial_sampler(trial: TrialSpec, data: TabularData) -> Sampler:
@@ -59,8 +63,9 @@ def trial_sampler(trial: TrialSpec, data: TabularData) -> Sampler:
         data.groups,
         data.num_groups,
         trial.training.batch_size,
-        trial.training.min_group_count,
         trial.seed,
+        min_group_count=trial.training.min_group_count,
+        rows_per_group=trial.training.rows_per_group,
     )
 
 
@@ -94,11 +99,24 @@ class Learner(ABC):
             seeds=len(trials) if self.packed else None,
         )
         self.samplers = [trial_sampler(trial, data) for trial in trials]
+        self.estimates = 0
+        """Oracle calls so far (per seed: every seed draws at every call)."""
+        self.empty_group_estimates = torch.zeros(
+            (len(trials), problem.num_constraints), dtype=torch.int64, device=data.labels.device
+        )
+        """``[K, m]``: of those calls, how many left each seed's value ``i`` undefined."""
+
+    def estimate(self) -> Sample:
+        """The oracle the algorithm calls: fresh minibatches' :class:`Sample` (loss 0-dim and
+        the rest ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack), counted."""
+        sample = Sample(*self._draw())
+        self.estimates += 1
+        self.empty_group_estimates += (~sample.defined).view(self.empty_group_estimates.shape)
+        return sample
 
     @abstractmethod
-    def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The oracle the algorithm calls: fresh minibatches' mean loss and constraint values
-        (0-dim and ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack)."""
+    def _draw(self) -> Estimate:
+        """Fresh minibatches' loss and constraint readings (``ConstrainedProblem``)."""
 
     @abstractmethod
     def seed_model(self, seed: int) -> nn.Module:
@@ -135,6 +153,8 @@ class Learner(ABC):
             "model": self.model.state_dict(),
             "algorithm": self.algorithm.state_dict(),
             "samplers": [sampler.state_dict() for sampler in self.samplers],
+            "estimates": self.estimates,
+            "empty_group_estimates": self.empty_group_estimates.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -142,6 +162,10 @@ class Learner(ABC):
         self.algorithm.load_state_dict(state["algorithm"])
         for sampler, saved in zip(self.samplers, state["samplers"], strict=True):
             sampler.load_state_dict(saved)
+        self.estimates = int(state["estimates"])
+        self.empty_group_estimates = state["empty_group_estimates"].to(
+            self.empty_group_estimates.device
+        )
 
 
 class ModelLearner(Learner):
@@ -164,7 +188,7 @@ class ModelLearner(Learner):
         problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups, model))
         super().__init__([trial], data, model, problem)
 
-    def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self) -> Estimate:
         (sampler,) = self.samplers
         rows = sampler.next()
         weights = design_weights(sampler)
@@ -174,9 +198,9 @@ class ModelLearner(Learner):
         logits = self.forward(self.data.features[rows]).squeeze(-1)
         labels, groups = self.data.labels[rows], self.data.groups[rows]
         if not self.workers.distributed:
-            return self.problem.loss_and_values(logits, labels, groups, weights)
+            return self.problem.batch_estimate(logits, labels, groups, weights)
         stats = self.problem.statistics(logits, labels, groups, weights)
-        return self.problem.evaluate(exact_statistics(stats, self.workers))
+        return self.problem.estimate(exact_statistics(stats, self.workers))
 
     def seed_model(self, seed: int) -> nn.Module:
         return self.model

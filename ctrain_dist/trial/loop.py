@@ -26,7 +26,10 @@ Invariants:
   time budget is checked only at evaluation points, where the ranks agree through one small
   collective (``distributed.any_rank``).
 * checkpoints: with ``checkpoint`` set, a run resumes from that file if it exists and saves
-  it, atomically, every ``training.checkpoint_every`` steps (at evaluation points). A resumed
+  it, atomically, every ``training.checkpoint_every`` steps (at evaluation points), or, when
+  that is unset, at the first evaluation point after each ``CHECKPOINT_SECONDS`` of training.
+  The state is plain tensors, numbers, strings, lists and dicts, so it loads with
+  ``torch.load(weights_only=True)``: a checkpoint file cannot run code. A resumed
   run is a new attempt: it re-emits each seed's evaluation history, and the ``trials`` row of
   a seed that had already ended, under its own attempt ids, so each attempt in the store is a
   whole curve; its trajectory is that of an uninterrupted run, bit for bit.
@@ -75,12 +78,16 @@ from ctrain_dist.trial.learner import Learner, ModelLearner
 from ctrain_dist.trial.packed import PackedLearner, check_pack
 from ctrain_dist.trial.records import (
     PROGRESS_AXES,
+    estimate_columns,
     final_columns,
     identity,
     trial_row,
     utc_now,
 )
 from ctrain_dist.trial.sink import Sink
+
+CHECKPOINT_SECONDS = 60.0
+"""Training time between checkpoints when ``training.checkpoint_every`` is unset."""
 
 
 @dataclass
@@ -151,6 +158,8 @@ class Loop:
         self.packed_with = [trial.trial_id for trial in trials] if len(trials) > 1 else None
         self.step = 0
         self.train_seconds = 0.0
+        self.checkpointed_at = 0.0
+        """``train_seconds`` at the last checkpoint (for the time-based default)."""
         self.summaries: dict[int, dict[str, Any]] = {}
         """Each ended seed's ``trials`` row (rank 0), by its index in the pack."""
 
@@ -158,7 +167,7 @@ class Loop:
         """Train to the budget; returns each seed's ``trials`` row in the pack's order (``[]``
         on ranks other than 0)."""
         if self.checkpoint is not None and self.checkpoint.is_file():
-            self._resume(torch.load(self.checkpoint, weights_only=False))
+            self._resume(torch.load(self.checkpoint, weights_only=True))
         else:
             self.sink.evals(self._evaluate(self._active()))
         budget = self.training.budget
@@ -202,16 +211,21 @@ class Loop:
         self.sink.evals(self._evaluate(active))
         self._end([index for index in active if not finite[index]], STATUS_DIVERGED)
         every = self.training.checkpoint_every
-        due = every is not None and self.step % every == 0
+        if every is None:
+            due = self.train_seconds - self.checkpointed_at >= CHECKPOINT_SECONDS
+        else:
+            due = self.step % every == 0
         if due and self.checkpoint is not None and self.workers.is_main and self._active():
             state = self._state_dict()
             write_atomically(self.checkpoint, lambda handle: torch.save(state, handle))
+            self.checkpointed_at = self.train_seconds
 
     def _evaluate(self, seeds: list[int]) -> list[dict[str, Any]]:
         """The rows of ``seeds`` at this point (rank 0; ``[]`` elsewhere), kept in history."""
         if not self.workers.is_main:
             return []
         duals = self.learner.multipliers()
+        empty = self.learner.empty_group_estimates.tolist()
         rows = []
         for index, metrics in zip(seeds, self.learner.evaluate(seeds), strict=True):
             seed = self.seeds[index]
@@ -219,8 +233,9 @@ class Loop:
             progress = (self.step, sampler.samples_drawn, sampler.epochs, self.train_seconds)
             axes = dict(zip(PROGRESS_AXES, progress, strict=True))
             multipliers = multiplier_columns(duals[index])
+            counts = estimate_columns(self.learner.estimates, empty[index])
             new = [
-                {**seed.base, SPLIT: split, **axes, **values, **multipliers}
+                {**seed.base, SPLIT: split, **axes, **values, **multipliers, **counts}
                 for split, values in metrics.items()
             ]
             seed.history.extend(new)

@@ -198,20 +198,28 @@ def evaluate_split(
     groups: torch.Tensor,
     num_groups: int,
 ) -> dict[str, float]:
-    """Objective, strict constraint values and ``classification_metrics`` of one split."""
+    """Objective, strict constraint values and ``classification_metrics`` of one split.
+
+    One host transfer a split: the objective, the constraint values, the logits, the labels and
+    the groups leave the device as one float64 vector (group ids and 0/1 labels are exact in
+    float64), so on a GPU an evaluation waits for the device once per split, not once per
+    metric (``tests/test_cuda.py``).
+    """
     logits = predict_logits(model, features)
     objective, c = problem.evaluate(problem.statistics(logits, labels, groups), strict=True)
+    parts = [objective.reshape(1), c.reshape(-1), logits.reshape(-1), labels, groups]
+    host = torch.cat([part.detach().double() for part in parts]).cpu()
+    objective_value, c_host, logits_host, labels_host, groups_host = host.split(
+        [part.numel() for part in parts]
+    )
     row: dict[str, float] = {
-        OBJECTIVE: float(objective),
-        MAX_VIOLATION: float(c.clamp_min(0).max()) if c.numel() else 0.0,
+        OBJECTIVE: float(objective_value),
+        MAX_VIOLATION: float(c_host.clamp_min(0).max()) if c_host.numel() else 0.0,
     }
-    row.update({constraint_column(i): float(value) for i, value in enumerate(c)})
+    row.update({constraint_column(i): float(value) for i, value in enumerate(c_host)})
     row.update(
         classification_metrics(
-            logits.double().cpu().numpy(),
-            labels.cpu().numpy(),
-            groups.cpu().numpy(),
-            num_groups,
+            logits_host.numpy(), labels_host.numpy(), groups_host.numpy(), num_groups
         )
     )
     return row

@@ -9,8 +9,10 @@ Invariants, which make a packed seed indistinguishable from the same seed traine
 * initialisation: each seed's MLP is built as it is built alone (``learner.trial_model``),
   then the K models are stacked, so a packed seed starts from its unpacked weights bitwise;
 * data: each seed draws from its own sampler, seeded as alone; a step gathers ``[K, B]`` rows;
-* statistics: ``ConstrainedProblem.loss_and_values`` (what a single model calls in one
-  process) vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c: [K, m]``;
+* statistics: ``ConstrainedProblem.batch_estimate`` (what a single model calls in one
+  process) vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c``,
+  ``decision`` and ``defined``, each ``[K, m]``: an empty group masks the values of the seeds
+  whose minibatch lacks it (a ``torch.where``, no data-dependent Python), nobody else's;
 * algorithm: one algorithm over the stacked parameters with ``seeds=K`` (``algorithms.base``):
   its state (duals, centres, switching decisions, optimiser moments) gains the leading seed
   dimension, and backward runs on the sum of the seeds' objectives, whose gradient in each
@@ -39,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from ctrain_dist.constraints import ConstrainedProblem, build_constraints
+from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
 from ctrain_dist.data.stratified import design_weights
 from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.spec import TrialSpec, packing_obstacle
@@ -174,11 +176,11 @@ class PackedLearner(Learner):
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.problem.loss_and_values(logits, labels, groups, weights)
+    ) -> Estimate:
+        return self.problem.batch_estimate(logits, labels, groups, weights)
 
-    def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every seed's fresh minibatch: mean losses ``[K]`` and constraint values ``[K, m]``."""
+    def _draw(self) -> Estimate:
+        """Every seed's fresh minibatch: mean losses ``[K]`` and readings ``[K, m]``."""
         seeds = len(self.samplers)
         rows = torch.stack([sampler.next() for sampler in self.samplers]).reshape(-1)
         features = self.data.features.index_select(0, rows).view(seeds, -1, self.data.num_features)

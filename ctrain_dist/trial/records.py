@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.constraints import CONSTRAINTS
+from ctrain_dist.plugins import describe, resolve
 from ctrain_dist.spec import TrialSpec
 from ctrain_dist.store.schema import (
     ALGORITHM,
@@ -34,9 +36,11 @@ from ctrain_dist.store.schema import (
     ENDED_AT,
     EPOCH,
     ERROR,
+    ESTIMATES,
     GIT_COMMIT,
     HOST,
     PACKED_WITH,
+    PLUGINS,
     PYTHON_VERSION,
     SAMPLES,
     SEED,
@@ -50,6 +54,7 @@ from ctrain_dist.store.schema import (
     TRIAL_ID,
     VERSIONED_PACKAGES,
     WALL_TIME_S,
+    empty_group_column,
     final_column,
     hyperparameter_column,
     version_column,
@@ -148,10 +153,26 @@ def trial_row(
         WALL_TIME_S: (ended_at - started_at).total_seconds(),
         DEVICE: device,
         PACKED_WITH: json.dumps(packed_with) if packed_with else None,
+        PLUGINS: plugins_used(trial),
         **provenance(),
     }
     row.update(extra or {})
     return row
+
+
+def plugins_used(trial: TrialSpec) -> str | None:
+    """The ``plugins`` column: each piece of user code the trial runs, by the spec field that
+    names it (``plugins.describe``); None when it runs built-ins only."""
+    used: dict[str, dict[str, Any]] = {}
+    if trial.model.factory is not None:
+        used["model.factory"] = describe(resolve(trial.model.factory), trial.model.options)
+    for index, constraint in enumerate(trial.constraints):
+        if constraint.kind not in CONSTRAINTS.builtins:
+            cls = CONSTRAINTS[constraint.kind]
+            used[f"constraints.{index}.kind"] = describe(cls, constraint.options)
+    if trial.algorithm not in ALGORITHMS.builtins:
+        used["algorithm"] = describe(ALGORITHMS[trial.algorithm], trial.hyperparameters)
+    return json.dumps(used, sort_keys=True) if used else None
 
 
 def error_row(trial: TrialSpec, error: BaseException | str) -> dict[str, Any]:
@@ -159,6 +180,11 @@ def error_row(trial: TrialSpec, error: BaseException | str) -> dict[str, Any]:
     attempt id of its own: each failed attempt is a row, so retries stay visible."""
     text = error if isinstance(error, str) else "".join(traceback.format_exception(error))
     return trial_row(trial, uuid.uuid4().hex, STATUS_ERROR, error=text[-ERROR_TEXT_CHARS:])
+
+
+def estimate_columns(estimates: int, empty: Sequence[int]) -> dict[str, int]:
+    """``estimates`` and ``empty_group_estimates_<i>`` of one seed (counts on the host)."""
+    return {ESTIMATES: estimates, **{empty_group_column(i): int(n) for i, n in enumerate(empty)}}
 
 
 def final_columns(last_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -5,18 +5,21 @@ get from stats); the rest of the package only lays these frames out and draws th
 notebook can take a ``Report`` apart and restyle it without recomputing anything.
 
 Protocol: each algorithm's configuration is selected on validation; every claim is then made
-on test across seeds, and pairwise comparisons are corrected over all pairs × compared metrics.
+on test across seeds: per pair, the lexicographic verdict (feasibility rate, then objective
+among feasible seeds), Holm-corrected over the family of those two hypotheses per pair.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow.compute as pc
 
 from ctrain_dist.analysis import stats
+from ctrain_dist.analysis.study import SELECTION
 from ctrain_dist.store import Store
 from ctrain_dist.store.schema import (
     ACCURACY,
@@ -25,9 +28,13 @@ from ctrain_dist.store.schema import (
     AUC,
     AUC_M,
     CONFIG_LABEL,
+    CONSTRAINT_NAMES,
     DATASET,
     DP_GAP,
     GROUP_NAMES,
+    INA,
+    IND,
+    LOSS_GAP,
     MAX_VIOLATION,
     OBJECTIVE,
     PAPER_METRICS,
@@ -39,7 +46,6 @@ from ctrain_dist.store.schema import (
     STATUS_DIVERGED,
     STATUS_ERROR,
     STATUS_FINISHED,
-    SWEEP_ID,
     TEST,
     TIME_S,
     final_column,
@@ -59,12 +65,25 @@ COMPARED_METRICS: dict[str, str] = {
     TEST_OBJECTIVE: TABLE_METRICS[TEST_OBJECTIVE],
     TEST_MAX_VIOLATION: TABLE_METRICS[TEST_MAX_VIOLATION],
 }
-"""What the pairwise tests, profiles and the significance matrix compare."""
+"""What the profiles compare."""
+DESCRIBED_METRICS: tuple[str, ...] = (
+    TEST_MAX_VIOLATION,
+    final_column(TEST, ACCURACY),
+    final_column(TEST, DP_GAP),
+)
+"""Secondary metrics the sweep report compares descriptively (no family, no claim)."""
 COMPARISON_METRICS: dict[str, str] = {
     final_column(TEST, metric): metric
     for metric in (OBJECTIVE, MAX_VIOLATION, ACCURACY, DP_GAP, AUC, *PAPER_METRICS)
 }
-"""Test columns ``--compare`` tests, where they have values → the metric name it shows."""
+"""Test columns ``--compare`` shows, where they have values → the metric name it shows."""
+SAME_METRIC: dict[str, str] = {IND: DP_GAP, INA: ACCURACY}
+"""Metrics that are another one (Ind is the DP gap; Ina is 1 − accuracy)."""
+CONSTRAINT_METRICS: dict[str, tuple[str, ...]] = {
+    "loss_gap": (LOSS_GAP,),
+    "positive_rate_gap": (DP_GAP, IND),
+}
+"""Constraint kind → the metrics its max violation is a function of, when it is the only kind."""
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
     final_column(split, metric) for split in SPLITS for metric in (ACCURACY, AUC, AUC_M)
 )
@@ -94,20 +113,32 @@ def by_algorithm_and_metric(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """What every statistic of a report is computed under; the report names each."""
+
+    tolerance: float = stats.DEFAULT_TOLERANCE
+    baseline: str | None = None
+    alpha: float = stats.SIGNIFICANCE
+
+
+@dataclass(frozen=True)
 class Report:
-    """Everything a sweep report shows, as tidy frames from ``ctrain_dist.analysis.stats``.
+    """Everything a report shows of one sweep, as tidy frames from ``ctrain_dist.analysis.stats``.
 
     Attributes:
-        sweep_ids: the sweeps whose trials were pooled.
+        sweep_ids: the sweep reported (one; a list for the title's sake).
         status_counts: kept trials (latest attempt of each) by status.
         attempts: all attempts, retries included.
+        settings: feasibility tolerance, baseline and α the statistics use.
+        role: ``selection`` or ``confirmation`` (``analysis.study``).
         group_names: names of the data's groups, by group id.
         datasets: the datasets the trials trained on (names say "synthetic" where they are).
         configurations: per algorithm, the configurations tried and the one selected.
         selected: the trials of the selected configurations (one row per seed).
         summary: ``stats.summarise`` of ``selected`` on the table, paper and group metrics.
-        feasibility: ``stats.feasibility`` of ``selected`` on test.
-        pairwise: ``stats.pairwise_tests`` of ``selected`` on ``COMPARED_METRICS``.
+        feasibility: ``stats.feasibility`` of ``selected`` on test (n, diverged, errored too).
+        verdicts: ``stats.verdicts`` of ``selected``: the lexicographic family per pair.
+        descriptive: ``stats.descriptive_differences`` on ``DESCRIBED_METRICS``.
         pareto: per-seed test objective and max violation with ``on_front`` per algorithm.
         profiles: ``stats.performance_profile`` of each compared metric.
         convergence: ``stats.convergence_bands`` of test curves against each of ``CURVE_AXES``.
@@ -116,13 +147,16 @@ class Report:
     sweep_ids: list[str]
     status_counts: dict[str, int]
     attempts: int
+    settings: Settings = field(default_factory=Settings)
+    role: str = SELECTION
     group_names: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     configurations: pd.DataFrame = field(default_factory=pd.DataFrame)
     selected: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     feasibility: pd.DataFrame = field(default_factory=pd.DataFrame)
-    pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    descriptive: pd.DataFrame = field(default_factory=pd.DataFrame)
     pareto: pd.DataFrame = field(default_factory=pd.DataFrame)
     profiles: pd.DataFrame = field(default_factory=pd.DataFrame)
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -132,15 +166,21 @@ class Report:
         return sorted(set(self.selected[ALGORITHM])) if len(self.selected) else []
 
 
-def build_report(store: Store, sweep_id: str | None = None) -> Report:
-    """Read a sweep (or every sweep, pooled) from the store and gather the report's frames."""
+def build_report(
+    store: Store, sweep_id: str, settings: Settings | None = None, role: str = SELECTION
+) -> Report:
+    """Read one sweep from the store and gather the report's frames.
+
+    Raises:
+        KeyError: for a baseline the sweep's trials do not hold.
+    """
+    settings = settings or Settings()
     trials = store.trials(sweep_id)
     attempts = len(store.trials(sweep_id, all_attempts=True))
-    sweep_ids = [sweep_id] if sweep_id else sorted(set(trials.get(SWEEP_ID, [])))
     status_counts = _status_counts(trials)
     if trials.empty:
-        return Report(sweep_ids, status_counts, attempts)
-    selected = stats.select_configurations(trials)
+        return Report([sweep_id], status_counts, attempts, settings, role)
+    selected = stats.select_configurations(trials, tolerance=settings.tolerance)
     groups = group_names(trials)
     described = [
         m
@@ -148,21 +188,63 @@ def build_report(store: Store, sweep_id: str | None = None) -> Report:
         if m in selected.columns
     ]
     compared = [m for m in COMPARED_METRICS if m in selected.columns]
+    pairs = stats.pairs_to_compare(sorted(set(selected[ALGORITHM])), settings.baseline)
     return Report(
-        sweep_ids=sweep_ids,
+        sweep_ids=[sweep_id],
         status_counts=status_counts,
         attempts=attempts,
+        settings=settings,
+        role=role,
         group_names=groups,
         datasets=sorted(set(trials[DATASET].dropna())) if DATASET in trials else [],
         configurations=_configurations(trials, selected),
         selected=selected,
-        summary=stats.summarise(selected, described),
-        feasibility=stats.feasibility(selected),
-        pairwise=stats.pairwise_tests(selected, compared, higher_is_better=HIGHER_IS_BETTER),
+        summary=stats.summarise(selected, described, higher_is_better=HIGHER_IS_BETTER),
+        feasibility=stats.feasibility(selected, tolerance=settings.tolerance),
+        verdicts=_verdicts(selected, pairs, settings),
+        descriptive=stats.descriptive_differences(
+            selected,
+            pairs,
+            distinct_metrics(selected, DESCRIBED_METRICS),
+            higher_is_better=HIGHER_IS_BETTER,
+        ),
         pareto=_pareto(selected),
         profiles=_profiles(selected, compared),
         convergence=convergence_frame(_selected_test_evals(store, sweep_id, selected)),
     )
+
+
+def _verdicts(selected: pd.DataFrame, pairs: list, settings: Settings) -> pd.DataFrame:
+    if not {TEST_OBJECTIVE, TEST_MAX_VIOLATION} <= set(selected.columns):
+        return pd.DataFrame()
+    return stats.verdicts(selected, pairs, tolerance=settings.tolerance, alpha=settings.alpha)
+
+
+def constraint_kinds(trials: pd.DataFrame) -> set[str]:
+    """The constraint kinds the trials trained under, from ``constraint_names`` (JSON)."""
+    if CONSTRAINT_NAMES not in trials.columns:
+        return set()
+    names = [n for text in trials[CONSTRAINT_NAMES].dropna().unique() for n in json.loads(text)]
+    return {name.split("[")[0].split(".")[0] for name in names}
+
+
+def distinct_metrics(trials: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    """``metrics`` that have values, without any that another kept one determines.
+
+    Ind is the DP gap and Ina is 1 − accuracy (with two groups, the same numbers), and under a
+    single kind of constraint its metric is a function of the max violation: testing both
+    would count one question twice in a family.
+    """
+    present = [m for m in metrics if m in trials and trials[m].notna().any()]
+    duplicates = {
+        final_column(TEST, copy): final_column(TEST, original)
+        for copy, original in SAME_METRIC.items()
+    }
+    kinds = constraint_kinds(trials)
+    if len(kinds) == 1:
+        for metric in CONSTRAINT_METRICS.get(kinds.pop(), ()):
+            duplicates[final_column(TEST, metric)] = TEST_MAX_VIOLATION
+    return [m for m in present if duplicates.get(m) not in present]
 
 
 def group_names(trials: pd.DataFrame) -> list[str]:
@@ -238,52 +320,58 @@ def convergence_frame(evals: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Two algorithms head to head on every test metric both have (``ctrain report --compare``).
+    """Two algorithms head to head (``ctrain report --compare A B``).
 
     Attributes:
         a, b: the algorithms, as named on the command line.
-        tests: ``stats.pairwise_tests`` of the two selected configurations, one row per metric;
-            the corrections' family is these metrics.
-        summary: ``stats.summarise`` of the same metrics.
+        verdict: ``stats.verdicts`` of the pair: its family is the pair's two hypotheses.
+        descriptive: ``stats.descriptive_differences`` on every other distinct test metric.
+        summary: ``stats.summarise`` of the compared metrics.
         feasibility: ``stats.feasibility`` of the two on test.
         configurations: the selected configuration of each.
+        settings: tolerance and α.
     """
 
     a: str
     b: str
-    tests: pd.DataFrame
+    verdict: pd.DataFrame
+    descriptive: pd.DataFrame
     summary: pd.DataFrame
     feasibility: pd.DataFrame
     configurations: pd.DataFrame
+    settings: Settings
 
 
-def comparison_metrics(frame: pd.DataFrame) -> list[str]:
-    """Test metrics worth comparing: the table's, then the paper's, where they have values."""
-    return [m for m in COMPARISON_METRICS if m in frame and frame[m].notna().any()]
-
-
-def build_comparison(store: Store, a: str, b: str, sweep_id: str | None = None) -> Comparison:
+def build_comparison(
+    store: Store, a: str, b: str, sweep_id: str, settings: Settings | None = None
+) -> Comparison:
     """Select each algorithm's configuration on validation, then test ``a`` against ``b``.
 
     Raises:
         KeyError: naming the algorithm the store's trials do not hold.
     """
+    settings = settings or Settings()
     trials = store.trials(sweep_id)
     known = set(trials.get(ALGORITHM, []))
     for name in (a, b):
         if name not in known:
             raise KeyError(name)
     pair = trials[trials[ALGORITHM].isin([a, b])]
-    selected = stats.select_configurations(pair)
-    metrics = comparison_metrics(selected)
-    tests = stats.pairwise_tests(
-        selected, metrics, higher_is_better=HIGHER_IS_BETTER, pairs=[(a, b)]
-    )
+    selected = stats.select_configurations(pair, tolerance=settings.tolerance)
+    secondary = [m for m in distinct_metrics(selected, COMPARISON_METRICS) if m != TEST_OBJECTIVE]
     return Comparison(
         a=a,
         b=b,
-        tests=tests,
-        summary=stats.summarise(selected, metrics),
-        feasibility=stats.feasibility(selected),
+        verdict=_verdicts(selected, [(a, b)], settings),
+        descriptive=stats.descriptive_differences(
+            selected, [(a, b)], secondary, higher_is_better=HIGHER_IS_BETTER
+        ),
+        summary=stats.summarise(
+            selected,
+            distinct_metrics(selected, COMPARISON_METRICS),
+            higher_is_better=HIGHER_IS_BETTER,
+        ),
+        feasibility=stats.feasibility(selected, tolerance=settings.tolerance),
         configurations=_configurations(pair, selected),
+        settings=settings,
     )

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ctrain_dist.analysis.report.across import AcrossTasks
 from ctrain_dist.analysis.report.build import (
     COMPARED_METRICS,
     CURVE_AXES,
@@ -86,7 +87,7 @@ def _draw_bands(ax: Axes, bands: pd.DataFrame, axis: str, metric: str, palette: 
 
 def plot_pareto(report: Report, path: Path | str) -> Path:
     """Test objective against test max violation: every seed, each algorithm's mean with its
-    95% CI, and each algorithm's Pareto front through its seeds (lower-left is better)."""
+    95% t interval, and each algorithm's Pareto front through its seeds (lower-left is better)."""
     figure = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = figure.subplots()
     points = report.pareto
@@ -105,6 +106,8 @@ def plot_pareto(report: Report, path: Path | str) -> Path:
         ax.step(front[x], front[y], where="post", color=colour, linewidth=0.9, alpha=0.8)
         if (algorithm, x) in summary.index and (algorithm, y) in summary.index:
             sx, sy = summary.loc[(algorithm, x)], summary.loc[(algorithm, y)]
+            if not np.isfinite([sx["mean"], sy["mean"], sx["ci_low"], sy["ci_low"]]).all():
+                continue  # a diverged seed makes the mean infinite: nothing to place
             ax.errorbar(
                 sx["mean"],
                 sy["mean"],
@@ -184,4 +187,32 @@ def plot_profiles(report: Report, path: Path | str) -> Path:
             )
     if palette:
         axes[0].legend(loc="best", fontsize="small")
+    return _save(figure, path)
+
+
+def plot_critical_difference(across: AcrossTasks, path: Path | str) -> Path:
+    """Demšar's critical-difference diagram: mean ranks on an axis (1 best, left), a bar of
+    length CD, and a thick line under each clique of algorithms not significantly different."""
+    ranks = across.mean_ranks.sort_values()
+    k = len(ranks)
+    figure = Figure(figsize=(7, 1.6 + 0.3 * k), layout="constrained")
+    ax = figure.subplots()
+    ax.set(xlim=(k + 0.3, 0.7), ylim=(-0.4 * (k + 1), 1.2), yticks=[])
+    ax.xaxis.set_ticks_position("top")
+    ax.set_xlabel("Mean rank across tasks (1 best)")
+    ax.xaxis.set_label_position("top")
+    for side in ("left", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    for i, (name, rank) in enumerate(ranks.items()):
+        y = -0.4 * (i + 1)
+        ax.plot([rank, rank], [1.0, y], color="black", linewidth=0.8)
+        ax.text(rank, y - 0.05, f"{name} ({rank:.2f})", ha="center", va="top", fontsize="small")
+    cd = across.critical_difference
+    if np.isfinite(cd):
+        ax.plot([1, 1 + cd], [0.75, 0.75], color="black", linewidth=2)
+        ax.text(1 + cd / 2, 0.8, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize="small")
+    for i, clique in enumerate(across.cliques):
+        low, high = ranks[clique].min(), ranks[clique].max()
+        y = 0.45 - 0.12 * i
+        ax.plot([low - 0.03, high + 0.03], [y, y], color="black", linewidth=4)
     return _save(figure, path)

@@ -1,6 +1,13 @@
-"""What a report says, laid out as a ``Document``: formatting only, every number from stats."""
+"""What a report says, laid out as a ``Document``: formatting only, every number from stats.
+
+Every claim carries its n, its interval method and its family: the tables show n (and the
+diverged and errored counts) per algorithm, each section names the method behind its
+intervals, and the verdicts name their family (hypotheses, correction, per-test α).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -15,10 +22,12 @@ from ctrain_dist.analysis.report.build import (
     TABLE_METRICS,
     Comparison,
     Report,
+    Settings,
     by_algorithm_and_metric,
     group_rate_column,
 )
-from ctrain_dist.analysis.report.document import Document, Figure, Section, Table
+from ctrain_dist.analysis.report.document import Block, Document, Figure, Section, Table
+from ctrain_dist.analysis.stats.pairwise import TESTS
 from ctrain_dist.store.schema import ALGORITHM
 
 FIGURES: dict[str, str] = {
@@ -26,16 +35,24 @@ FIGURES: dict[str, str] = {
     "time: median over seeds with the interquartile band, drawn where at least half of an "
     "algorithm's seeds have reached.",
     "pareto.png": "Test objective against test max violation: one dot per seed, each "
-    "algorithm's mean with 95% bootstrap CIs, and each algorithm's Pareto front through its seeds.",
+    "algorithm's mean with its 95% Student t interval, and each algorithm's Pareto front "
+    "through its seeds.",
     "profiles.png": "Performance profiles: the share of seeds whose test value is at most τ, with "
-    "Wilson 95% bands; at τ = 0 the violation profile is the feasibility rate.",
-    "group_rates.png": "Per-group test rates: mean over seeds with 95% bootstrap CIs.",
+    "Wilson 95% bands; at τ = 0 the violation profile is the feasibility rate (diverged seeds "
+    "never count).",
+    "group_rates.png": "Per-group test rates: mean over seeds with 95% Student t intervals.",
 }
+CD_FIGURE = "critical_difference.png"
+LOCATION_METHODS = stats.INTERVAL_METHODS
 
 
 def number(value: float | None) -> str:
-    """Four significant digits; ``n/a`` for a value that does not exist."""
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
+    """Four significant digits; ``∞`` for an infinite value; ``n/a`` for one that is missing."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    if np.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.4g}"
 
 
 def p_value(value: float) -> str:
@@ -45,12 +62,17 @@ def p_value(value: float) -> str:
 
 
 def interval(row: pd.Series, prefix: str = "") -> str:
+    """``estimate [low, high]``; ``worst (k diverged)`` when diverged seeds make it infinite."""
     estimate = row["mean" if not prefix else prefix.rstrip("_")]
+    if np.isinf(estimate) and row.get("diverged", 0):
+        return f"worst ({int(row['diverged'])} diverged)"
     low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
     return f"{number(estimate)} [{number(low)}, {number(high)}]"
 
 
 def mean_std(row: pd.Series) -> str:
+    if np.isinf(row["mean"]) and row.get("diverged", 0):
+        return f"worst ({int(row['diverged'])} diverged)"
     if not np.isfinite(row["mean"]):
         return "n/a"
     return f"{number(row['mean'])} ± {number(row['std'])}"
@@ -63,9 +85,19 @@ def feasible_cell(row: pd.Series) -> str:
     )
 
 
-def _lookup(summary: pd.DataFrame, algorithm: str, metric: str, cell) -> str:
+def _lookup(summary: pd.DataFrame, algorithm: str, metric: str, cell: Callable) -> str:
     key = (algorithm, metric)
     return cell(summary.loc[key]) if key in summary.index else "n/a"
+
+
+def settings_line(settings: Settings) -> str:
+    """The settings every statistic below is computed under, in one sentence."""
+    return (
+        f"Feasible: test max violation ≤ {settings.tolerance:g} (feasibility tolerance) and not "
+        f"diverged; a diverged seed counts as infeasible and as the worst seed on every metric, "
+        f"whatever its row says; errored trials carry no measurement and are left out (counted). "
+        f"α = {settings.alpha:g} family-wise."
+    )
 
 
 def _overview(report: Report) -> Section:
@@ -80,9 +112,11 @@ def _overview(report: Report) -> Section:
             f"Data: {data}."
             + (" **SYNTHETIC data: not a finding about real people.**" if synthetic else ""),
             "Protocol: each algorithm's configuration is selected on validation (configurations "
-            "whose median validation violation is ≤ 0 first, then the lowest median validation "
-            "objective; else the least violation); every result below is on test, across seeds "
-            "of the selected configuration.",
+            "whose median validation violation is within the tolerance first, then the lowest "
+            "median validation objective; else the least violation; diverged seeds count as "
+            "the worst value); every result below is on test, across seeds of the selected "
+            "configuration.",
+            settings_line(report.settings),
         ],
     )
 
@@ -97,22 +131,28 @@ def configurations_table(configurations: pd.DataFrame) -> Table:
     return Table(header, rows)
 
 
-def _configurations(report: Report) -> Section:
-    return Section("Selected configurations", [configurations_table(report.configurations)])
-
-
 def results_table(report: Report) -> Table:
-    """Mean [95% CI] of the table metrics and the feasibility share, per algorithm."""
+    """n, diverged, errored, mean [95% t CI] of the table metrics and feasibility, per algorithm."""
     summary = by_algorithm_and_metric(report.summary)
     rows = [
         [
             feasible[ALGORITHM],
+            str(feasible["n"]),
+            str(feasible["diverged"]),
+            str(feasible["errored"]),
             *(_lookup(summary, feasible[ALGORITHM], m, interval) for m in TABLE_METRICS),
             feasible_cell(feasible),
         ]
         for _, feasible in report.feasibility.iterrows()
     ]
-    header = ["Algorithm", *TABLE_METRICS.values(), "Feasible on test [95% CI]"]
+    header = [
+        "Algorithm",
+        "n",
+        "Diverged",
+        "Errored",
+        *TABLE_METRICS.values(),
+        "Feasible on test [95% CI]",
+    ]
     return Table(header, rows)
 
 
@@ -120,9 +160,9 @@ def _results(report: Report) -> Section:
     return Section(
         "Results on test",
         [
-            "Cells: mean over seeds [95% bootstrap CI]. Feasible: seeds whose test max violation "
-            "is ≤ 0, with the Wilson 95% interval of that share (errored trials left out, "
-            "diverged ones counted infeasible).",
+            f"n: seeds measured (errored trials left out). Cells: mean over the n seeds [95% "
+            f"{LOCATION_METHODS['mean']}]. Feasible: seeds meeting the constraints on test, with "
+            "the Wilson 95% interval of that share.",
             results_table(report),
         ],
     )
@@ -134,6 +174,7 @@ def _robust(report: Report) -> Section:
         [
             algorithm,
             label,
+            _lookup(summary, algorithm, metric, lambda r: str(r["n"])),
             _lookup(summary, algorithm, metric, lambda r: interval(r, "median_")),
             _lookup(summary, algorithm, metric, lambda r: interval(r, "iqm_")),
             _lookup(summary, algorithm, metric, lambda r: number(r["std"])),
@@ -141,12 +182,15 @@ def _robust(report: Report) -> Section:
         for algorithm in report.algorithms
         for metric, label in COMPARED_METRICS.items()
     ]
-    header = ["Algorithm", "Metric", "Median [95% CI]", "IQM [95% CI]", "Std"]
+    header = ["Algorithm", "Metric", "n", "Median [95% CI]", "IQM [95% CI]", "Std"]
     return Section(
         "Robust aggregates",
         [
-            "Median and interquartile mean (IQM, the mean of the middle half of seeds) resist a "
-            "few diverged or lucky seeds; CIs by percentile bootstrap over seeds.",
+            "Median and interquartile mean (IQM, the mean of the middle half of seeds) stay "
+            "finite while fewer than half (a quarter) of the seeds diverge. Median: "
+            f"{LOCATION_METHODS['median']} (with n ≤ 5 seeds [min, max], which covers "
+            f"{number(100 * stats.median_interval_coverage(5))}% at n = 5); IQM: "
+            f"{LOCATION_METHODS['iqm']}.",
             Table(header, rows),
         ],
     )
@@ -169,81 +213,166 @@ def _paper(report: Report) -> Section | None:
     return Section(
         "Fairness metrics on test (the paper's)",
         [
-            "Mean ± std over seeds. AUC_M: mean of per-group AUCs; Ind: |PR₀−PR₁|; Sp: "
-            "|TPR₀−TPR₁|+|FPR₀−FPR₁|; Ina: error rate; Sf: |PPV₀−PPV₁|+|NPV₀−NPV₁|; Wd: "
-            "Wasserstein-1 distance between the groups' predicted probabilities; |L0−L1|: gap "
+            "Mean ± std over seeds (descriptive). AUC_M: mean of per-group AUCs; Ind: "
+            "|PR₀−PR₁|; Sp: |TPR₀−TPR₁|+|FPR₀−FPR₁|; Ina: error rate; Sf: |PPV₀−PPV₁|+|NPV₀−NPV₁|; "
+            "Wd: Wasserstein-1 distance between the groups' predicted probabilities; |L0−L1|: gap "
             "of the groups' mean losses. With more than two groups, the worst pair.",
             table,
         ],
     )
 
 
-def _matrix(pairwise: pd.DataFrame, metric: str, algorithms: list[str]) -> Table:
-    """Cell (row r, column c): mean(r) − mean(c) and the Holm-corrected Welch p-value."""
-    cells = {}
-    for _, row in pairwise[pairwise["metric"] == metric].iterrows():
-        mark = "*" if row["significant"] else ""
-        p = p_value(row["welch_p_holm"])
-        cells[(row["a"], row["b"])] = f"{number(row['mean_diff'])} (p {p}){mark}"
-        cells[(row["b"], row["a"])] = f"{number(-row['mean_diff'])} (p {p}){mark}"
-    rows = [[r, *(cells.get((r, c), "—") for c in algorithms)] for r in algorithms]
-    return Table([COMPARED_METRICS[metric], *algorithms], rows)
+def verdict_cell(row: pd.Series) -> str:
+    if row["winner"] is None:
+        return "no significant difference"
+    return f"**{row['winner']}** better ({row['basis']})"
 
 
-def pairwise_rows(pairwise: pd.DataFrame, labels: dict[str, str]) -> list[list[str]]:
-    """One formatted row per metric × pair: effects, P(improvement), corrected p, seeds."""
+def verdict_rows(verdicts: pd.DataFrame) -> list[list[str]]:
+    """One formatted row per pair: feasibility, objective among feasible seeds, verdict."""
+    return [
+        [
+            f"{r['a']} vs {r['b']}",
+            f"{r['n_a']} / {r['n_b']}",
+            f"{r['feasible_a']}/{r['n_a']} vs {r['feasible_b']}/{r['n_b']}",
+            f"{number(r['rate_diff'])} [{number(r['rate_diff_low'])}, "
+            f"{number(r['rate_diff_high'])}]",
+            f"{p_value(r['rate_p'])} / {p_value(r['rate_p_holm'])}",
+            f"{r['pairing']}, {r['objective_n_a']} / {r['objective_n_b']}",
+            f"{number(r['mean_diff'])} [{number(r['diff_low'])}, {number(r['diff_high'])}]",
+            f"{p_value(r['objective_p'])} / {p_value(r['objective_p_holm'])}",
+            f"{p_value(r['rank_p'])} (floor {p_value(r['rank_min_p'])})",
+            f"{number(r['poi'])} [{number(r['poi_low'])}, {number(r['poi_high'])}]",
+            number(r["seeds_needed"]),
+            verdict_cell(r),
+        ]
+        for _, r in verdicts.iterrows()
+    ]
+
+
+VERDICT_HEADER = [
+    "Pair (a vs b)",
+    "n a / b",
+    "Feasible a vs b",
+    "Rate a − b [Newcombe 95%]",
+    "Barnard p raw / Holm",
+    "Pairing, n feasible a / b",
+    "Objective a − b among feasible [95% t]",
+    "t p raw / Holm",
+    "Rank check p (smallest attainable)",
+    "P(a better), lexicographic [95% bootstrap]",
+    "Seeds for 80% power at α/m",
+    "Verdict",
+]
+
+
+def unreachable_notes(verdicts: pd.DataFrame) -> list[str]:
+    """Where a test cannot reach significance at this n and family size, say so."""
+    notes = []
+    for _, r in verdicts.iterrows():
+        cut = r["family_alpha"]
+        pair = f"{r['a']} vs {r['b']}"
+        if r["rate_min_p"] >= cut:
+            notes.append(
+                f"{pair}: the feasibility test cannot be significant at {r['n_a']} vs "
+                f"{r['n_b']} seeds in this family: its smallest attainable p, "
+                f"{p_value(r['rate_min_p'])}, is not below α/m = {cut:.3g}."
+            )
+        if np.isnan(r["objective_p"]):
+            notes.append(
+                f"{pair}: the objective among feasible seeds is not tested ("
+                f"{r['objective_n_a']} / {r['objective_n_b']} feasible seeds, or no variation)."
+            )
+        rank_name = TESTS[r["pairing"]][3]
+        if r["rank_min_p"] >= cut:
+            notes.append(
+                f"{pair}: the rank check ({rank_name}) cannot be significant at "
+                f"{r['objective_n_a']} / {r['objective_n_b']} feasible seeds: its smallest "
+                f"attainable p, {p_value(r['rank_min_p'])}, is not below α/m = {cut:.3g}."
+            )
+    return notes
+
+
+def family_line(verdicts: pd.DataFrame, alpha: float) -> str:
+    """The family of the verdicts: hypotheses, correction, per-test α, tests by pairing."""
+    first = verdicts.iloc[0]
+    pairings = sorted(set(verdicts["pairing"]))
+    tests = "; ".join(
+        f"{pairing}: {TESTS[pairing][2]}, rank check {TESTS[pairing][3]}" for pairing in pairings
+    )
+    return (
+        f"Family: {first['family']} hypotheses ({len(verdicts)} pair(s) × {{feasibility rate, "
+        f"objective among feasible seeds}}), Holm-corrected at α = {alpha:g} (α/m = "
+        f"{first['family_alpha']:.3g}). Feasibility: Barnard's exact test, Newcombe's hybrid "
+        f"score interval. Objective: {tests}. Seeds are paired when both sides' feasible seeds "
+        "are the same seeds (same seed: same initialisation and data order), unpaired "
+        "otherwise. Verdict, lexicographic: a significant feasibility difference decides; "
+        "else a significant objective difference; else none. P(a better) compares every seed "
+        "of a with every seed of b, feasible before infeasible, then by objective (diverged "
+        "last)."
+    )
+
+
+def verdict_blocks(verdicts: pd.DataFrame, alpha: float) -> list[Block]:
+    if verdicts.empty:
+        return ["Fewer than two algorithms: nothing to compare."]
+    notes = unreachable_notes(verdicts)
+    blocks: list[Block] = [
+        family_line(verdicts, alpha),
+        Table(VERDICT_HEADER, verdict_rows(verdicts)),
+    ]
+    return blocks + (
+        ["**Cannot reach significance or not tested:** " + " ".join(notes)] if notes else []
+    )
+
+
+def descriptive_rows(descriptive: pd.DataFrame, labels: dict[str, str]) -> list[list[str]]:
     return [
         [
             labels.get(r["metric"], r["metric"]),
             f"{r['a']} vs {r['b']}",
-            number(r["mean_diff"]),
-            number(r["cohens_d"]),
-            number(r["cliffs_delta"]),
+            f"{r['pairing']}, {r['n_a']} / {r['n_b']}",
+            f"{number(r['mean_diff'])} [{number(r['diff_low'])}, {number(r['diff_high'])}]",
+            p_value(r["p"]),
+            p_value(r["rank_p"]),
             f"{number(r['poi'])} [{number(r['poi_low'])}, {number(r['poi_high'])}]",
-            f"{p_value(r['welch_p'])} / {p_value(r['welch_p_holm'])}",
-            f"{p_value(r['mwu_p'])} / {p_value(r['mwu_p_holm'])}",
-            p_value(r["welch_p_bh"]),
-            number(r["seeds_needed"]),
         ]
-        for _, r in pairwise.iterrows()
+        for _, r in descriptive.iterrows()
     ]
 
 
-PAIRWISE_HEADER = [
+DESCRIPTIVE_HEADER = [
     "Metric",
     "Pair (a vs b)",
-    "Mean a − b",
-    "Cohen's d",
-    "Cliff's δ",
-    "P(a better) [95% CI]",
-    "Welch p raw / Holm",
-    "Mann–Whitney p raw / Holm",
-    "Welch p BH",
-    "Seeds for 80% power",
+    "Pairing, n a / b",
+    "Mean a − b [95% t]",
+    "t p (raw)",
+    "Rank p (raw)",
+    "P(a better) [95% bootstrap]",
 ]
 
 
-def _significance(report: Report) -> Section:
-    title = "Pairwise comparisons"
-    if report.pairwise.empty:
-        return Section(title, ["Fewer than two algorithms: nothing to compare."])
-    family = len(report.pairwise)
-    blocks: list = [
-        f"Welch's t-test over seeds for every pair of algorithms; p-values Holm-corrected over "
-        f"the {family} comparisons (pairs × metrics) of this section; * marks p < "
-        f"{stats.SIGNIFICANCE}. Matrix cell (row, column): mean(row) − mean(column) "
-        "(lower is better for both metrics), then the corrected p.",
+def descriptive_blocks(descriptive: pd.DataFrame, labels: dict[str, str]) -> list[Block]:
+    if descriptive.empty:
+        return []
+    return [
+        "**Descriptive, not tested:** secondary metrics over all measured seeds (diverged "
+        "seeds worst, which leaves the t columns undefined), raw p-values outside any family; "
+        "they describe, they do not decide. Metrics another one determines are left out (Ind "
+        "is the DP gap, Ina is 1 − accuracy, a lone constraint's gap is its max violation).",
+        Table(DESCRIPTIVE_HEADER, descriptive_rows(descriptive, labels)),
     ]
-    blocks += [_matrix(report.pairwise, m, report.algorithms) for m in COMPARED_METRICS]
-    blocks += [
-        "Details: effect sizes (Cohen's d on the pooled deviation, Cliff's δ = P(a > b) − "
-        "P(a < b)), the probability that a seed of a beats a seed of b (bootstrap CI), "
-        "Mann–Whitney U as a rank-based check, Benjamini–Hochberg (false discovery rate) "
-        "beside Holm, and the seeds per algorithm Welch's test would need for 80% power at "
-        "the observed difference (noncentral t, this sweep as the pilot).",
-        Table(PAIRWISE_HEADER, pairwise_rows(report.pairwise, COMPARED_METRICS)),
-    ]
-    return Section(title, blocks)
+
+
+def _verdicts(report: Report) -> Section:
+    labels = {**COMPARISON_METRICS, **TABLE_METRICS}
+    return Section(
+        "Pairwise verdicts",
+        [
+            *verdict_blocks(report.verdicts, report.settings.alpha),
+            *descriptive_blocks(report.descriptive, labels),
+        ],
+    )
 
 
 def _groups(report: Report) -> Section | None:
@@ -266,56 +395,59 @@ def _groups(report: Report) -> Section | None:
     return Section(
         "Per-group rates on test",
         [
-            "Mean over seeds [95% bootstrap CI].",
+            f"Mean over seeds [95% {LOCATION_METHODS['mean']}] (descriptive).",
             Table(["Algorithm", "Group", *GROUP_RATE_LABELS.values()], rows),
         ],
     )
 
 
-def _figures() -> Section:
-    return Section("Figures", [Figure(name, caption) for name, caption in FIGURES.items()])
+def _figures(prefix: str) -> Section:
+    return Section(
+        "Figures", [Figure(f"{prefix}{name}", caption) for name, caption in FIGURES.items()]
+    )
 
 
-def report_document(report: Report) -> Document:
-    """The whole sweep report; an empty store gives a title and a one-line note."""
-    kind = "sweep" if len(report.sweep_ids) == 1 else "sweeps"
-    sweeps = ", ".join(f"`{s}`" for s in report.sweep_ids) or "(none)"
-    title = f"Constrained-training report: {kind} {sweeps}"
+def part_sections(report: Report, prefix: str = "", heading: str = "") -> list[Section]:
+    """The sections of one sweep's report; ``heading`` leads each title, ``prefix`` each PNG."""
     if not report.status_counts:
-        return Document(title, [Section("", ["No trials to report."]), _figures()])
-    sections = [
-        _overview(report),
-        _configurations(report),
-        _results(report),
-        _robust(report),
-        _paper(report),
-        _significance(report),
-        _groups(report),
-        _figures(),
-    ]
-    return Document(title, [s for s in sections if s is not None])
+        sections = [Section("", ["No trials to report."])]
+    else:
+        sections = [
+            _overview(report),
+            Section("Selected configurations", [configurations_table(report.configurations)]),
+            _results(report),
+            _robust(report),
+            _paper(report),
+            _verdicts(report),
+            _groups(report),
+        ]
+    sections = [s for s in sections if s is not None] + [_figures(prefix)]
+    if not heading:
+        return sections
+    return [Section(f"{heading}: {s.title}" if s.title else heading, s.blocks) for s in sections]
 
 
-def latex_tables(report: Report) -> list[tuple[Table, str, str]]:
+def latex_tables(report: Report, suffix: str = "") -> list[tuple[Table, str, str]]:
     """(table, caption, label) of the tables worth pasting into a paper."""
     tables = [
         (
             results_table(report),
-            "Test results per algorithm (configuration selected on validation): mean over seeds "
-            "[95% bootstrap CI]; feasible: share of seeds meeting the constraints on test.",
-            "tab:ctrain-results",
+            "Test results per algorithm (configuration selected on validation): n seeds "
+            "measured, diverged and errored; mean over seeds [95% Student t interval]; "
+            "feasible: share of seeds meeting the constraints on test [Wilson 95%].",
+            f"tab:ctrain-results{suffix}",
         )
     ]
     paper = paper_table(report.summary, report.algorithms)
     if paper is not None:
         tables.append(
-            (paper, "Fairness metrics on test: mean ± std over seeds.", "tab:ctrain-fair")
+            (paper, "Fairness metrics on test: mean ± std over seeds.", f"tab:ctrain-fair{suffix}")
         )
     return tables
 
 
 def comparison_document(comparison: Comparison) -> Document:
-    """``ctrain report --compare A B``: every test, effect size and P(improvement)."""
+    """``ctrain report --compare A B``: the pair's verdict, then descriptive differences."""
     a, b = comparison.a, comparison.b
     summary = by_algorithm_and_metric(comparison.summary)
     feasibility = comparison.feasibility.set_index(ALGORITHM)
@@ -326,32 +458,32 @@ def comparison_document(comparison: Comparison) -> Document:
             _lookup(summary, b, m, interval),
             "higher" if m in HIGHER_IS_BETTER else "lower",
         ]
-        for m in comparison.tests["metric"]
+        for m in comparison.summary["metric"].unique()
     ]
     feasible = [
-        [name, feasible_cell(feasibility.loc[name])] for name in (a, b) if name in feasibility.index
+        [name, str(feasibility.loc[name, "n"]), feasible_cell(feasibility.loc[name])]
+        for name in (a, b)
+        if name in feasibility.index
     ]
-    family = len(comparison.tests)
     return Document(
         f"`{a}` vs `{b}`",
         [
+            Section("", [settings_line(comparison.settings)]),
             Section("Selected configurations", [configurations_table(comparison.configurations)]),
             Section(
                 "Means on test",
                 [
-                    "Mean over seeds [95% bootstrap CI]; the last column says which direction is "
-                    "better.",
+                    f"Mean over seeds [95% {LOCATION_METHODS['mean']}]; the last column says "
+                    "which direction is better.",
                     Table(["Metric", a, b, "Better"], means),
-                    Table(["Algorithm", "Feasible on test [95% CI]"], feasible),
+                    Table(["Algorithm", "n", "Feasible on test [95% CI]"], feasible),
                 ],
             ),
             Section(
-                "Tests and effect sizes",
+                "Verdict",
                 [
-                    f"p-values corrected over the {family} metrics below (Holm: family-wise error; "
-                    "BH: false discovery rate). P(a better): probability that a seed of "
-                    f"`{a}` beats a seed of `{b}` on that metric.",
-                    Table(PAIRWISE_HEADER, pairwise_rows(comparison.tests, COMPARISON_METRICS)),
+                    *verdict_blocks(comparison.verdict, comparison.settings.alpha),
+                    *descriptive_blocks(comparison.descriptive, COMPARISON_METRICS),
                 ],
             ),
         ],
