@@ -27,7 +27,6 @@ second against the reused-actor run).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import statistics
@@ -73,29 +72,29 @@ def study(
 
 
 @contextlib.contextmanager
-def timed_store_writes() -> Iterator[dict[str, float]]:
-    """Accumulate the seconds the store writer spends in its write methods (real writes)."""
+def timed_calls(owner: Any, names: tuple[str, ...]) -> Iterator[dict[str, float]]:
+    """Accumulate the seconds spent in ``owner``'s functions ``names`` (real calls, timed)."""
     spent = {"seconds": 0.0, "calls": 0}
-    originals = {name: getattr(store.StoreWriter, name) for name in ("write_evals", "write_trials")}
+    originals = {name: getattr(owner, name) for name in names}
 
-    def timed(method):
-        def wrapper(self, rows):
+    def timed(function):
+        def wrapper(*args, **kwargs):
             started = time.perf_counter()
             try:
-                return method(self, rows)
+                return function(*args, **kwargs)
             finally:
                 spent["seconds"] += time.perf_counter() - started
                 spent["calls"] += 1
 
         return wrapper
 
-    for name, method in originals.items():
-        setattr(store.StoreWriter, name, timed(method))
+    for name, function in originals.items():
+        setattr(owner, name, timed(function))
     try:
         yield spent
     finally:
-        for name, method in originals.items():
-            setattr(store.StoreWriter, name, method)
+        for name, function in originals.items():
+            setattr(owner, name, function)
 
 
 def _units(trials):
@@ -106,20 +105,16 @@ def _units(trials):
 
 def run_study(spec: SweepSpec, cores: int) -> dict[str, Any]:
     """Run ``spec`` into a fresh store and measure where the wall time went."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     root = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
         cpu_started, started = time.process_time(), time.perf_counter()
-        ray.init(
-            num_cpus=cores,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-        ray_start = time.perf_counter() - started
-        with timed_store_writes() as writes:
+        # The sweep starts its own private Ray (loopback, token): timed inside it.
+        with (
+            timed_calls(ray, ("init",)) as ray_start,
+            timed_calls(store.StoreWriter, ("write_evals", "write_trials")) as writes,
+        ):
             outcome = run_sweep(spec, root, log=lambda _: None)
         wall = time.perf_counter() - started
         driver_cpu = time.process_time() - cpu_started
@@ -147,7 +142,7 @@ def run_study(spec: SweepSpec, cores: int) -> dict[str, Any]:
         "efficiency": compute / cores / wall,
         "training_efficiency": training / cores / wall,
         "overhead_per_trial_s": (wall * cores - compute) / count,
-        "ray_start_s": ray_start,
+        "ray_start_s": ray_start["seconds"],
         "first_trial_after_s": began - start_clock,
         "after_last_trial_s": end_clock - ended,
         "driver_cpu_s": driver_cpu,

@@ -306,22 +306,45 @@ def test_a_rank_that_raises_ends_every_rank_and_reaches_the_launcher_without_a_r
     assert not log.exists(), "run_pack recorded or retried inside a process group"
 
 
+WORKER_ONLY_FAILURE = """
+import os
+
+from torch import nn
+
+
+def model(num_features, num_outputs, dtype):
+    # Builds on the driver (its plug-in check passes) and fails in the ranks, as a model that
+    # needs something only the workers lack would: a failure no check before the run can see.
+    if "RANK" in os.environ:
+        raise RuntimeError("the workers cannot build this model")
+    return nn.Linear(num_features, num_outputs, dtype=dtype)
+"""
+
+
 @pytest.mark.slow
-def test_ctrain_train_with_two_processes_records_and_retries_a_failed_trial(tmp_path, capsys):
+def test_ctrain_train_with_two_processes_records_and_retries_a_failed_trial(
+    tmp_path, capsys, monkeypatch
+):
     from ctrain_dist import store
     from ctrain_dist.cli.main import main
 
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "worker_only_failure.py").write_text(WORKER_ONLY_FAILURE)
+    monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.setenv("PYTHONPATH", str(plugins))  # the spawned ranks import it too
     overrides = [
         "seeds=[0]",
         "algorithms=[{name: ssl_alm}]",
-        "training.batch_size=1000000",  # more rows than the data has: every rank raises
+        "model.factory=worker_only_failure:model",
         "max_failures=1",
     ]
     arguments = [item for override in overrides for item in ("--set", override)]
-    code = main(["train", str(QUICKSTART), *arguments, "--nproc", "2", "--store", str(tmp_path)])
+    store_root = tmp_path / "store"
+    code = main(["train", str(QUICKSTART), *arguments, "--nproc", "2", "--store", str(store_root)])
     assert code == 1
-    attempts = store.open(tmp_path).trials(all_attempts=True)
+    attempts = store.open(store_root).trials(all_attempts=True)
     assert list(attempts["status"]) == ["error", "error"]
     assert attempts["attempt_id"].nunique() == 2
-    assert all("exceeds the" in error for error in attempts["error"])
+    assert all("the workers cannot build this model" in error for error in attempts["error"])
     assert "attempt 1 of 2 failed" in capsys.readouterr().out
