@@ -180,6 +180,13 @@ def test_the_quickstart_report_gives_a_lexicographic_verdict_per_pair(
     assert "Barnard's exact test, Newcombe's hybrid score interval" in quickstart_markdown
 
 
+def test_a_pair_without_a_significant_difference_names_no_winner(quickstart_markdown) -> None:
+    (row,) = [
+        line for line in quickstart_markdown.splitlines() if line.startswith("| adam vs sgd |")
+    ]
+    assert row.endswith("| no significant difference |"), row
+
+
 def test_the_quickstart_report_says_which_tests_cannot_reach_significance(
     quickstart_markdown,
 ) -> None:

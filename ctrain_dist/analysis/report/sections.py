@@ -223,7 +223,7 @@ def _paper(report: Report) -> Section | None:
 
 
 def verdict_cell(row: pd.Series) -> str:
-    if row["winner"] is None:
+    if pd.isna(row["winner"]):  # None, or NaN once pandas has aligned the column
         return "no significant difference"
     return f"**{row['winner']}** better ({row['basis']})"
 
