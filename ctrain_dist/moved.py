@@ -17,7 +17,6 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 MOVED: dict[str, str] = {
-    "ctrain_dist.cli": "ctrain_dist.cli.main",
     "ctrain_dist.confirm": "ctrain_dist.analysis.confirm",
     "ctrain_dist.data_cli": "ctrain_dist.cli.data",
     "ctrain_dist.distributed": "ctrain_dist.trial.distributed",
@@ -37,8 +36,8 @@ MOVED: dict[str, str] = {
     "ctrain_dist.sweep": "ctrain_dist.launch.ray_sweep",
     "ctrain_dist.trainer": "ctrain_dist.trial.loop",
 }
-"""0.1 module → where its job went in 0.2. ``ctrain_dist.cli`` is still a package (the
-command), so only its 0.1 attributes are refused, by their module paths below it."""
+"""0.1 module → where its job went in 0.2. (``ctrain_dist.cli`` kept its path, now a package
+whose ``main`` is the command; no job pickles it.)"""
 
 
 class ModuleMovedError(ImportError):
@@ -61,7 +60,7 @@ class MovedModuleFinder(MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname in MOVED and fullname != "ctrain_dist.cli":
+        if fullname in MOVED:
             raise ModuleMovedError(moved_message(fullname), name=fullname)
         return None
 

@@ -54,9 +54,8 @@ def test_unpickling_a_callable_of_a_moved_module_names_the_move_and_the_fix(modu
 def test_every_new_home_exists_and_no_old_path_shadows_a_module():
     for old, new in MOVED.items():
         assert importlib.util.find_spec(new) is not None, new
-        if old != "ctrain_dist.cli":  # still the command's package; its 0.1 attributes moved
-            with pytest.raises(ModuleMovedError):
-                importlib.import_module(old)
+        with pytest.raises(ModuleMovedError):
+            importlib.import_module(old)
 
 
 def test_the_current_modules_import_as_usual():

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ctrain_dist.spec import SweepSpec
 
 
-def _warn_about_sampling(spec: SweepSpec) -> None:
+def _check_before_running(spec: SweepSpec) -> None:
     """Refuse quotas the data cannot meet and user code that fails on one minibatch, and
     print sampling warnings, before anything runs."""
     from ctrain_dist.spec import check_sampling
@@ -46,7 +46,7 @@ def _sweep(args: argparse.Namespace) -> int:
         from ctrain_dist.analysis.confirm import confirm_spec
 
         spec = confirm_spec(spec, store.open(store_root))
-    _warn_about_sampling(spec)
+    _check_before_running(spec)
     trials = spec.trials()
     print(
         f"sweep {spec.name!r}: {len(spec.algorithms)} algorithms, {len(trials)} trials "
@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, [*args.overrides, *packing])
     store_root = args.store or Path("runs") / spec.name
     require_writable_root(store_root, "--store")
-    _warn_about_sampling(spec)
+    _check_before_running(spec)
     print(f"training {len(spec.trials())} trials of {spec.name!r} on {args.nproc} process(es)")
     statuses = train_locally(spec, store_root, args.nproc)
     print("done: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
