@@ -13,6 +13,8 @@ in OUT (``gpu_report``) as soon as it ends:
 - ``ddp``: exact data parallelism on one device (``gpu_ddp.py``);
 - ``packing``: seed-steps per second of K packed seeds against one seed per trial;
 - ``trainer``: every algorithm's step against its bare loop (``bench_trainer.measure``);
+- ``compile``: compiled steps and CUDA graphs (``training.compile: default`` and
+  ``reduce-overhead``) against eager ones (``bench_compile.device_figures``);
 - ``sweep``: a local ``ctrain sweep`` of 4 trials sharing the device
   (``resources.gpus_per_trial: 0.25``) into a store under OUT.
 
@@ -43,12 +45,12 @@ from xml.etree import ElementTree
 import torch
 import torch.distributed as dist
 
-from benchmarks import bench_packing, bench_trainer
+from benchmarks import bench_compile, bench_packing, bench_trainer
 from benchmarks.gpu_ddp import ddp_step
 from benchmarks.gpu_report import FAILED, PASSED, SKIPPED, StepResult, append, begin
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.tabular import TabularData
-from ctrain_dist.spec import TrainingSpec, TrialSpec
+from ctrain_dist.spec import TrialSpec
 from ctrain_dist.store.schema import DEVICE, ENDED_AT, STARTED_AT, STATUS, STATUS_FINISHED
 from ctrain_dist.trial.distributed import Workers
 from ctrain_dist.trial.loop import learner_for, synchronise
@@ -270,10 +272,8 @@ def seed_steps_per_second(
 
 
 def compiled_variant() -> str:
-    """What became of the compiled variant: there is no compiled step yet."""
-    if "compile" in TrainingSpec.model_fields:
-        return "not measured: training.compile exists now; add its variant to bench_gpu.py"
-    return "skipped: no compiled step (torch.compile of the step is a separate issue)"
+    """Where the compiled variant is measured: the ``compile`` step (one seed per trial)."""
+    return "measured by the compile step (bench_compile.device_figures), one seed per trial"
 
 
 def packing_step(out: Path, seconds: float) -> StepResult:
@@ -453,12 +453,25 @@ def _sweep_result(store_root: Path, wall: float, output: str) -> StepResult:
     return StepResult(PASSED, "", figures, markdown)
 
 
+def compile_step(out: Path, seconds: float) -> StepResult:
+    """Compiled steps (``default``) and CUDA graphs (``reduce-overhead``) against eager on the
+    device (``bench_compile.device_figures``); without CUDA one eager step each."""
+    missing = cuda_missing()
+    figures = bench_compile.device_figures(torch.device("cuda" if missing is None else "cpu"))
+    markdown = bench_compile.render_device(figures)
+    if missing is not None:
+        why = f"{missing}: ran the CPU fallback; the CPU's compiled figures are BENCHMARKS.md's"
+        return StepResult(SKIPPED, why, figures, markdown)
+    return StepResult(PASSED, "", figures, markdown)
+
+
 STEPS: dict[str, Callable[[Path, float], StepResult]] = {
     "device": device_step,
     "tests": tests_step,
     "ddp": lambda out, seconds: ddp_step(cuda_missing()),
     "packing": packing_step,
     "trainer": trainer_step,
+    "compile": compile_step,
     "sweep": sweep_step,
 }
 

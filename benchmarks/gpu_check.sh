@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 21): bash benchmarks/gpu_check.sh OUT
 #
-# With a CUDA device, within 8 minutes in all, each step in its own process under its own
+# With a CUDA device, within 9.5 minutes in all, each step in its own process under its own
 # time box (benchmarks/bench_gpu.py has what each does):
 #   device   20 s  the machine; a pinned copy in and a float64 product out, against the CPU
-#   tests   110 s  every @pytest.mark.cuda test (tests/test_cuda.py)
+#   tests   100 s  every @pytest.mark.cuda test (tests/test_cuda.py)
 #   ddp      80 s  2 gloo ranks sharing the device = 1 process; NCCL with 1 rank
 #   packing  70 s  seed-steps/s of K = 1, 8, 64, 256, 1024 packed seeds
 #   trainer  70 s  every algorithm's step against its bare loop
-#   sweep   110 s  ctrain sweep of 4 trials at gpus_per_trial 0.25, store under OUT
+#   compile 130 s  ALM and switching steps eager, compiled, compiled with CUDA graphs
+#   sweep   100 s  ctrain sweep of 4 trials at gpus_per_trial 0.25, store under OUT
 # Each step appends itself to OUT/gpu_check.json and OUT/gpu_check.md as it ends, so a
 # step that hangs costs only itself; one killed at its box is recorded as failed.
 # Without CUDA every step runs its CPU fallback (under a minute in all) and says it skipped
@@ -31,7 +32,7 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 2
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-total=480
+total=570
 deadline=$((SECONDS + total))
 
 run_step() {  # run_step NAME SECONDS: the step under its box, cut to what is left of the total
@@ -54,9 +55,10 @@ run_step() {  # run_step NAME SECONDS: the step under its box, cut to what is le
 }
 
 run_step device 20
-run_step tests 110
+run_step tests 100
 run_step ddp 80
 run_step packing 70
 run_step trainer 70
-run_step sweep 110
+run_step compile 130
+run_step sweep 100
 "$python" -m benchmarks.gpu_report summary "$out"

@@ -5,9 +5,14 @@
     .venv/bin/python benchmarks/run.py --only trainer ddp   # some sections, Markdown to stdout
 
 Sections: ``startup`` (``ctrain`` commands beside ``python -c pass``), ``trainer`` (time per
-step against hand-written loops), ``sweep`` (efficiency of many short trials), ``ddp`` (one
+step against hand-written loops), ``compile`` (compiled steps against eager loops and compile
+times, ``bench_compile.py``), ``sweep`` (efficiency of many short trials), ``ddp`` (one
 process against two), ``data`` (cache prepare and load, ``bench_data.py``), ``store`` (write,
-read, compact, ``bench_store.py``). Absolute times
+read, compact, ``bench_store.py``), ``streaming`` (a user's ``Dataset`` read per minibatch
+against the same data in memory, ``bench_streaming.py``), ``config_packing`` (configurations
+packed into one trial against separate trials, and the driver's CPU per trial at 200 to 2,000
+trials, ``bench_config_packing.py``), ``algorithms`` (iALM, SPBM and ALM's options against
+hand-written twins, ``bench_algorithms.py``). Absolute times
 depend on the machine's load; the ratios, measured within one run, much less so. Run it when
 the load average is low (it is recorded at the start and at the end).
 """
@@ -35,7 +40,18 @@ if __package__ in (None, ""):
 
 from benchmarks import Section  # noqa: E402
 
-SECTIONS = ("startup", "trainer", "sweep", "ddp", "data", "store")
+SECTIONS = (
+    "startup",
+    "trainer",
+    "compile",
+    "sweep",
+    "ddp",
+    "data",
+    "store",
+    "streaming",
+    "config_packing",
+    "algorithms",
+)
 
 
 def machine() -> dict[str, Any]:

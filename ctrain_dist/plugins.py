@@ -11,9 +11,9 @@ use rather than at import: a plug-in module imports ``ctrain_dist.algorithms`` (
 A registry also answers an import path as a key (``"mylab.constraints:RecallFloor"``), so a
 spec names a user's class where it names a built-in one.
 
-Workers find user modules as the driver does: local Ray workers and ``ctrain train``
-inherit the driver's ``PYTHONPATH``; on a cluster the module must be installed or on the
-``PYTHONPATH`` the SLURM profile's setup lines give.
+Workers find user modules as the driver does: the launchers hand the folders the driver
+imported them from on as ``PYTHONPATH`` (``launch/user_code.py``: Ray's runtime environment,
+the SLURM job script; ``ctrain train`` ranks inherit the driver's environment).
 """
 
 from __future__ import annotations

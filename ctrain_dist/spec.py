@@ -21,8 +21,10 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -31,6 +33,13 @@ from ctrain_dist.constraints import BUILTIN_SPECIFIC_CONSTRAINTS, CONSTRAINTS, G
 from ctrain_dist.data.config import DATASETS, AdultDataSpec, DataSpec, SplitSpec, StrictModel
 from ctrain_dist.errors import SpecError
 from ctrain_dist.plugins import resolve
+from ctrain_dist.tuning import (
+    TuningSpec,
+    probe_configurations,
+    refuse_per_algorithm_budgets,
+    spaces_of,
+    tuned_configurations,
+)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -46,7 +55,8 @@ class ModelSpec(StrictModel):
     """The built-in ReLU MLP (``hidden``), or the user's ``nn.Module`` from ``factory``.
 
     A factory is called as ``factory(num_features=d, num_outputs=1, dtype=..., **options)``
-    and returns a module mapping ``[B, d]`` features to ``[B, 1]`` logits; it is resolved
+    (plus ``input_shape``, one row's shape, when it declares that parameter) and returns a
+    module mapping ``[B, ...]`` rows to ``[B, 1]`` logits; it is resolved
     here, so a path that does not import is refused by name, and run on one minibatch before
     anything starts (``trial.probe``).
     """
@@ -94,6 +104,20 @@ class ConstraintSpec(StrictModel):
         default_factory=dict,
         description="keyword arguments of a rate_bound or a user's constraint class",
     )
+    equality: bool = Field(
+        False,
+        description="an equality: the value must be 0 (a rate equal to its bound), with a "
+        "free-sign multiplier; rate_bound and user kinds (a gap is two-sided already: bound 0)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _equality_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``equality`` is written only when true, so the trial ids of inequality-only specs,
+        which hash this dump, are what they were before the field existed."""
+        dumped = handler(self)
+        if not self.equality:
+            dumped.pop("equality", None)
+        return dumped
 
     @field_validator("kind")
     @classmethod
@@ -111,6 +135,11 @@ class ConstraintSpec(StrictModel):
     def _options_for_generic_kinds(self) -> ConstraintSpec:
         if self.options and self.kind in BUILTIN_SPECIFIC_CONSTRAINTS:
             raise ValueError(f"{self.kind} takes no options; drop constraints.options")
+        if self.equality and self.kind in BUILTIN_SPECIFIC_CONSTRAINTS:
+            raise ValueError(
+                f"{self.kind} cannot be an equality (a gap is |gap| <= bound, two-sided "
+                "already: bound 0 asks for no gap); drop constraints.equality"
+            )
         return self
 
 
@@ -144,8 +173,21 @@ class TrainingSpec(StrictModel):
         description="group-balanced batches: exactly this many rows of every group, batch_size "
         "= rows_per_group × groups (objective reweighted to stay unbiased)",
     )
+    constraint_rows_per_group: int | None = Field(
+        None,
+        gt=0,
+        description="constraint estimates from their own group-balanced draw of this many "
+        "rows of every group per oracle call, as humancompatible.train's benchmark drew them; "
+        "the objective keeps its batch_size rows; unset: constraints read the objective's batch",
+    )
     checkpoint_every: int | None = Field(
         None, gt=0, description="save a checkpoint every this many steps (at evaluation points)"
+    )
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune"] = Field(
+        False,
+        description="torch.compile each step's oracle (forward, backward, constraint "
+        "statistics) in this mode (trial/compiled.py); false: eager. How a trial runs, not "
+        "what it computes: not part of its trial_id",
     )
 
     @model_validator(mode="after")
@@ -231,9 +273,19 @@ class SweepSpec(StrictModel):
         description="seeds of one configuration trained together as one batched computation "
         "(each still recorded as its own trial)",
     )
+    configurations_per_trial: int = Field(
+        1,
+        gt=0,
+        description="configurations of one algorithm that differ only in scalar "
+        "hyperparameters (step sizes, rho, mu, ...) trained together as one batched "
+        "computation, each with seeds_per_trial seeds (each still recorded as its own trial)",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    tuning: TuningSpec | None = Field(
+        None, description="tune each algorithm with an equal budget (README: Tuning)"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -247,9 +299,25 @@ class SweepSpec(StrictModel):
             raise ValueError(f"{count} seeds is more than the {MAX_SEEDS} allowed; give fewer")
         return seeds
 
+    @model_validator(mode="after")
+    def _equalities_taken(self) -> SweepSpec:
+        """An equality constraint goes only to algorithms with free-sign multipliers."""
+        if any(c.equality for c in self.constraints):
+            for algorithm in self.algorithms:
+                cls = ALGORITHMS[algorithm.name]
+                if cls.constrained and not cls.takes_equalities:
+                    takers = sorted(n for n, c in ALGORITHMS.items() if c.takes_equalities)
+                    raise ValueError(
+                        f"{algorithm.name} takes inequality constraints only; with an "
+                        f"equality constraint use {', '.join(takers)}"
+                    )
+        return self
+
     def trial_count(self) -> int:
         """How many trials :meth:`trials` would build, computed without building them."""
         seeds = self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+        if self.tuning is not None:
+            return len(self.configurations()) * len(self.seed_list())
         grids = sum(
             math.prod(len(v) if isinstance(v, list) else 1 for v in a.params.values())
             for a in self.algorithms
@@ -257,23 +325,57 @@ class SweepSpec(StrictModel):
         return grids * seeds
 
     def seed_list(self) -> list[int]:
+        if self.tuning is not None:
+            return list(range(self.tuning.seeds_per_configuration))
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def configurations(self) -> list[tuple[AlgorithmSpec, dict[str, Any]]]:
+        """Each algorithm entry with each of its concrete hyperparameter sets: its grid, or
+        under ``tuning`` the configurations the search fixes up front (``tuning.py``; none for
+        ``optuna``, whose configurations are chosen while it runs)."""
+        if self.tuning is None:
+            return [(a, hp) for a in self.algorithms for hp in a.grid()]
+        entries = [(a.name, a.params) for a in self.algorithms]
+        steps, seconds = self.training.budget.steps, self.training.budget.seconds
+        per_entry = tuned_configurations(self.tuning, entries, steps, seconds)
+        return [(a, hp) for a, hps in zip(self.algorithms, per_entry, strict=True) for hp in hps]
 
     def trials(self) -> list[TrialSpec]:
         """One trial per algorithm × hyperparameter combination × seed."""
+        return [
+            trial
+            for a, hp in self.configurations()
+            for trial in self.configuration_trials(a.name, hp)
+        ]
+
+    def configuration_trials(
+        self, algorithm: str, hyperparameters: dict[str, Any]
+    ) -> list[TrialSpec]:
+        """The trials, one per seed, of one configuration (also one a searcher chose)."""
         shared = self.model_dump(
             mode="json", include={"data", "split", "model", "constraints", "training"}
         )
         return [
-            TrialSpec(sweep_id=self.name, algorithm=a.name, hyperparameters=hp, seed=seed, **shared)
-            for a in self.algorithms
-            for hp in a.grid()
+            TrialSpec(
+                sweep_id=self.name,
+                algorithm=algorithm,
+                hyperparameters=hyperparameters,
+                seed=seed,
+                **shared,
+            )
             for seed in self.seed_list()
         ]
 
     def packs(self) -> list[list[TrialSpec]]:
-        """The trials grouped into packs of up to ``seeds_per_trial`` (see :func:`pack_trials`)."""
-        return pack_trials(self.trials(), self.seeds_per_trial)
+        """The trials grouped into packs of up to ``seeds_per_trial`` seeds of up to
+        ``configurations_per_trial`` configurations (see :func:`pack_trials`)."""
+        return pack_trials(self.trials(), self.seeds_per_trial, self.configurations_per_trial)
+
+
+_HOW_NOT_WHAT: dict[str, Any] = {"training": {"compile"}}
+"""Fields that change how a trial runs, not what it computes, left out of its ``trial_id``: a
+compiled step follows the eager trajectory to rounding (``tests/test_compiled.py``), so a
+sweep resumed with ``training.compile`` changed never re-runs a finished trial."""
 
 
 class TrialSpec(StrictModel):
@@ -292,7 +394,7 @@ class TrialSpec(StrictModel):
     @property
     def trial_id(self) -> str:
         """Stable across runs and machines, so a finished trial is recognised on resume."""
-        payload = self.model_dump(mode="json", exclude={"sweep_id"})
+        payload = self.model_dump(mode="json", exclude={"sweep_id": True, **_HOW_NOT_WHAT})
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.algorithm}-s{self.seed}-{digest[:12]}"
 
@@ -317,19 +419,84 @@ def packing_obstacle(trial: TrialSpec) -> str | None:
     return None
 
 
-def pack_trials(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
-    """Trials that differ only in seed, in packs of up to ``size``, in the order given.
+def member_obstacle(algorithm: str, name: str) -> str | None:
+    """Why configurations of ``algorithm`` that differ in hyperparameter ``name`` cannot share
+    a pack, or None when they can (``Algorithm.member_hyperparameters``: the scalars its step
+    reads as one value per member)."""
+    cls = ALGORITHMS[algorithm]
+    if name in cls.member_hyperparameters:
+        return None
+    field = cls.hyperparameters.model_fields.get(name)
+    annotation = "" if field is None else str(field.annotation)
+    if "Literal" in annotation or "bool" in annotation or "str" in annotation:
+        why = "a choice that selects the step's code path"
+    elif "int" in annotation and "float" not in annotation:
+        why = "a count that sets shapes or when an update happens"
+    else:
+        why = "read once for the whole pack (it sets a bound, an initial value or a code path)"
+    return f"{name} is {why}"
+
+
+def _pack_key(trial: TrialSpec, configurations: bool) -> str:
+    """What the members of one pack share: everything but the seed and, when configurations
+    pack, the values of the hyperparameters the algorithm reads per member (whether such a
+    value is set at all stays in the key: unset means another code path)."""
+    payload = trial.model_dump(mode="json", exclude={"seed"})
+    if configurations:
+        per_member = ALGORITHMS[trial.algorithm].member_hyperparameters
+        payload["hyperparameters"] = {
+            name: "per member" if name in per_member and value is not None else value
+            for name, value in payload["hyperparameters"].items()
+        }
+    return json.dumps(payload, sort_keys=True)
+
+
+def can_share_a_pack(trials: list[TrialSpec]) -> bool:
+    """Whether ``trials`` differ only in seed and in hyperparameters read per member."""
+    return len({_pack_key(trial, configurations=True) for trial in trials}) == 1
+
+
+def pack_trials(
+    trials: list[TrialSpec], size: int, configurations: int = 1
+) -> list[list[TrialSpec]]:
+    """Trials in packs of up to ``size`` seeds of one configuration, in the order given; with
+    ``configurations`` above 1, up to that many such seed packs of configurations that differ
+    only in the hyperparameters the algorithm reads per member (:func:`_pack_key`) form one
+    pack: round by round, the first seed pack of each configuration, then the second, so a
+    pack spans configurations rather than one configuration's seeds.
 
     A trial that cannot be packed (:func:`packing_obstacle`) is a pack of one. Packing the
-    pending trials rather than the spec's keeps resume exact: seeds already finished are not
-    run again, and the unfinished ones of a configuration are packed together.
+    pending trials rather than the spec's keeps resume exact: trials already finished are not
+    run again, and the unfinished ones are packed together.
     """
-    groups: dict[str, list[TrialSpec]] = {}
+    packing = size * configurations > 1
+    seed_groups: dict[str, list[TrialSpec]] = {}
     for trial in trials:
-        key = trial.model_dump_json(exclude={"seed"})
-        alone = size == 1 or packing_obstacle(trial) is not None
-        groups.setdefault(trial.trial_id if alone else key, []).append(trial)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+        alone = not packing or packing_obstacle(trial) is not None
+        key = trial.trial_id if alone else _pack_key(trial, configurations=False)
+        seed_groups.setdefault(key, []).append(trial)
+    seed_packs = [
+        [group[i : i + size] for i in range(0, len(group), size)] for group in seed_groups.values()
+    ]
+    if configurations == 1:
+        return [pack for packs in seed_packs for pack in packs]
+    families: dict[str, list[list[list[TrialSpec]]]] = {}
+    for packs in seed_packs:
+        first = packs[0][0]
+        alone = packing_obstacle(first) is not None
+        key = first.trial_id if alone else _pack_key(first, configurations=True)
+        families.setdefault(key, []).append(packs)
+    return [pack for family in families.values() for pack in _across(family, configurations)]
+
+
+def _across(family: list[list[list[TrialSpec]]], configurations: int) -> list[list[TrialSpec]]:
+    """The seed packs of a family's configurations merged ``configurations`` at a time, round
+    by round (every configuration's first seed pack, then every second one, ...)."""
+    rounds = [packs[r] for r in range(max(map(len, family))) for packs in family if r < len(packs)]
+    return [
+        [trial for chunk in rounds[i : i + configurations] for trial in chunk]
+        for i in range(0, len(rounds), configurations)
+    ]
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -381,9 +548,10 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
     """Validate every listed hyperparameter value against its algorithm's declared model,
     and refuse a configuration listed twice: both would be one trial id, trained twice."""
     seen: dict[str, str] = {}
+    concrete = spec.configurations()
     for index, algorithm in enumerate(spec.algorithms):
-        model = ALGORITHMS[algorithm.name].hyperparameters
-        for position, combo in enumerate(algorithm.grid()):
+        combos = [hp for a, hp in concrete if a is algorithm]
+        for position, combo in enumerate(combos):
             here = f"algorithms.{index}" + (f" (grid item {position})" if position else "")
             key = json.dumps([algorithm.name, combo], sort_keys=True, default=str)
             if key in seen:
@@ -393,17 +561,84 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
                     "train twice; drop one of them",
                 )
             seen[key] = here
-            try:
-                _require_finite(model(**combo), f"algorithms.{index}.params")
-            except ValidationError as error:
-                first = error.errors()[0]
-                name = _field_path(first["loc"])
-                known = ", ".join(model.model_fields)
-                hint = f" (known: {known})" if first["type"] == "extra_forbidden" else ""
+            _validate_configuration(algorithm.name, combo, index)
+
+
+def _validate_configuration(algorithm: str, combo: dict[str, Any], index: int) -> None:
+    model = ALGORITHMS[algorithm].hyperparameters
+    try:
+        _require_finite(model(**combo), f"algorithms.{index}.params")
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = _field_path(first["loc"])
+        known = ", ".join(model.model_fields)
+        hint = f" (known: {known})" if first["type"] == "extra_forbidden" else ""
+        raise SpecError(
+            f"algorithms.{index}.params.{name}",
+            f"{first['msg']}, got {first.get('input')!r}{hint}",
+        ) from None
+
+
+def _check_tuning(spec: SweepSpec) -> None:
+    """A search space needs ``tuning``, and its bounds and choices must be values the
+    algorithm takes (named before any configuration is drawn from it); ASHA compares Tune
+    trials, so each must be exactly one configuration's seeds, trained over steps (its rungs)."""
+    if spec.tuning is None:
+        for index, algorithm in enumerate(spec.algorithms):
+            searched = spaces_of(algorithm.params, f"algorithms.{index}.params")
+            if searched:
                 raise SpecError(
-                    f"algorithms.{index}.params.{name}",
-                    f"{first['msg']}, got {first.get('input')!r}{hint}",
-                ) from None
+                    f"algorithms.{index}.params.{next(iter(searched))}",
+                    "a search space needs a tuning block (tuning.budget and tuning.search)",
+                )
+        return
+    for index, algorithm in enumerate(spec.algorithms):
+        for probe in probe_configurations(algorithm.params, f"algorithms.{index}.params"):
+            _validate_configuration(algorithm.name, probe, index)
+    adaptive = spec.tuning.search == "optuna" or spec.tuning.scheduler is not None
+    if adaptive and spec.resources.workers_per_trial > 1:
+        raise SpecError(
+            "resources.workers_per_trial",
+            "optuna and ASHA read each trial's score from one process; set it to 1, or use "
+            "tuning.search random without a scheduler",
+        )
+    asha = spec.tuning.scheduler.asha if spec.tuning.scheduler else None
+    if asha is None:
+        return
+    steps = spec.training.budget.steps
+    if steps is None:
+        raise SpecError("tuning.scheduler.asha", "stops at step rungs; give training.budget.steps")
+    if asha.grace_period >= steps:
+        raise SpecError(
+            "tuning.scheduler.asha.grace_period",
+            f"{asha.grace_period} is not below training.budget.steps {steps}; nothing would stop",
+        )
+    if spec.configurations_per_trial > 1:
+        raise SpecError(
+            "configurations_per_trial",
+            "ASHA stops one configuration at a time; set it to 1 with tuning.scheduler.asha",
+        )
+    seeds = spec.tuning.seeds_per_configuration
+    if seeds > 1 and spec.seeds_per_trial < seeds:
+        raise SpecError(
+            "seeds_per_trial",
+            f"ASHA judges a configuration on all its seeds at once; set seeds_per_trial to "
+            f"tuning.seeds_per_configuration ({seeds}), or drop tuning.scheduler",
+        )
+    shared = spec.model_dump(
+        mode="json", include={"data", "split", "model", "constraints", "training"}
+    )
+    for algorithm in spec.algorithms if seeds > 1 else []:
+        probe = TrialSpec(
+            sweep_id=spec.name, algorithm=algorithm.name, hyperparameters={}, seed=0, **shared
+        )
+        obstacle = packing_obstacle(probe)
+        if obstacle is not None:
+            raise SpecError(
+                "tuning.scheduler.asha",
+                f"{obstacle}; ASHA needs each configuration's seeds in one trial: set "
+                "tuning.seeds_per_configuration to 1",
+            )
 
 
 def _check_data(spec: SweepSpec) -> None:
@@ -420,9 +655,11 @@ EMPTY_GROUP_WARNING_SHARE = 0.01
 def check_sampling(spec: SweepSpec) -> list[str]:
     """Minibatch problems only the training split shows, before anything starts.
 
-    Refuses a quota (``training.rows_per_group``, ``training.min_group_count``) the split
-    cannot meet, with a :class:`SpecError` naming the field; returns warnings (one line each,
-    naming the field) when more than ``EMPTY_GROUP_WARNING_SHARE`` of the minibatches would
+    Refuses a quota (``training.rows_per_group``, ``training.min_group_count``,
+    ``training.constraint_rows_per_group``) the split cannot meet, with a :class:`SpecError`
+    naming the field; returns warnings (one line each, naming the field) when more than
+    ``EMPTY_GROUP_WARNING_SHARE`` of the minibatches the constraints read (the separate
+    constraint draw, when there is one) would
     hold no row of a group, or (group, label) cell, that a gap constraint compares: those
     estimates skip the comparison (``constraints``), so it is estimated and enforced on fewer
     steps than the budget. Loads the data (what every trial then reuses), so the launchers'
@@ -430,12 +667,13 @@ def check_sampling(spec: SweepSpec) -> list[str]:
     """
     from ctrain_dist.data.coverage import empty_probability, split_strata, worst_cell
     from ctrain_dist.data.load import load_data
-    from ctrain_dist.data.stratified import group_sizes, sampler_quotas
+    from ctrain_dist.data.stratified import constraint_quotas, group_sizes, sampler_quotas
 
     gaps = [c for c in spec.constraints if c.kind in GAP_CONSTRAINTS]
-    if not gaps:
-        return []
     training = spec.training
+    separate = training.constraint_rows_per_group
+    if not gaps and separate is None:
+        return []
     data = load_data(spec.data, spec.split)
     sizes = group_sizes(data.splits["train"], data.groups, data.num_groups)
     quota_field = "rows_per_group" if training.rows_per_group is not None else "min_group_count"
@@ -445,8 +683,16 @@ def check_sampling(spec: SweepSpec) -> list[str]:
         )
     except ValueError as error:
         raise SpecError(f"training.{quota_field}", str(error)) from None
+    if separate is not None:
+        try:
+            quotas, quota_field = constraint_quotas(sizes, separate), "constraint_rows_per_group"
+        except ValueError as error:
+            raise SpecError("training.constraint_rows_per_group", str(error)) from None
+    if not gaps:
+        return []
     by_label = any(c.kind == "equalized_odds" for c in gaps)
-    strata = split_strata(data, "train", training.batch_size, quotas, by_label)
+    drawn = training.batch_size if quotas is None else sum(quotas)
+    strata = split_strata(data, "train", drawn, quotas, by_label)
     share = empty_probability(strata)
     if share <= EMPTY_GROUP_WARNING_SHARE:
         return []
@@ -455,10 +701,13 @@ def check_sampling(spec: SweepSpec) -> list[str]:
     what = name if cell.label is None else f"{name} with label {cell.label}"
     field = "batch_size" if quotas is None else quota_field
     fix = (
-        f"set training.rows_per_group (group-balanced batches of batch_size / "
-        f"{data.num_groups} rows per group) or raise training.batch_size"
+        "set training.constraint_rows_per_group (a separate draw of that many rows of every "
+        "group for the constraints, as the reference benchmark did), training.rows_per_group "
+        f"(group-balanced batches of batch_size / {data.num_groups} rows per group) or raise "
+        "training.batch_size"
         if quotas is None
-        else f"raise training.{quota_field} and training.batch_size"
+        else f"raise training.{quota_field}"
+        + ("" if separate is not None else " and training.batch_size")
     )
     return [
         f"training.{field}: {share:.1%} of minibatches would leave a compared group or cell "
@@ -535,20 +784,40 @@ def require_single_process_packs(spec: SweepSpec, workers: int, field: str) -> N
     Packs train in one process, and a time budget would be shared by the pack's seeds, each
     then training fewer steps than alone: packing takes a step budget.
     """
-    if spec.seeds_per_trial == 1:
+    knob = "seeds_per_trial" if spec.seeds_per_trial > 1 else "configurations_per_trial"
+    count = getattr(spec, knob)
+    if count == 1:
         return
+    what = "seeds" if knob == "seeds_per_trial" else "configurations"
     if workers > 1:
         raise SpecError(
             field,
-            f"packed seeds (seeds_per_trial {spec.seeds_per_trial}) train in one process; "
-            "set it to 1 or seeds_per_trial to 1",
+            f"packed {what} ({knob} {count}) train in one process; set it to 1 or {knob} to 1",
         )
     if spec.training.budget.steps is None:
         raise SpecError(
-            "seeds_per_trial",
-            "packed seeds share one clock, so each would train fewer steps than alone under "
-            "budget.seconds; give budget.steps or set seeds_per_trial to 1",
+            knob,
+            f"packed {what} share one clock, so each would train fewer steps than alone under "
+            f"budget.seconds; give budget.steps or set {knob} to 1",
         )
+
+
+def compile_warnings(spec: SweepSpec) -> list[str]:
+    """One line for each algorithm that ``training.compile`` speeds up less than the others.
+
+    An algorithm that solves subproblems on the host (``batchable = False``: Stochastic
+    Ghost's LP and QPs, on a multilevel sample whose size varies) keeps those solves on the
+    host and draws its minibatches between graphs (``trial/compiled.py``); a warning, not a
+    refusal, so that one sweep can still compare it with the compiled methods.
+    """
+    if not spec.training.compile:
+        return []
+    return [
+        f"algorithms.{index}.name: {algorithm.name} solves subproblems on the host; "
+        "training.compile compiles its oracle, its solves stay on the host"
+        for index, algorithm in enumerate(spec.algorithms)
+        if not ALGORITHMS[algorithm.name].batchable
+    ]
 
 
 def require_data_parallel(spec: SweepSpec, workers: int, field: str) -> None:
@@ -598,10 +867,12 @@ def read_yaml_mapping(path: Path, field: str) -> dict[str, Any]:
 def parse_spec(raw: dict[str, Any]) -> SweepSpec:
     """A validated spec from a raw mapping, or a :class:`SpecError` naming the first bad field."""
     _require_finite(raw)
+    refuse_per_algorithm_budgets(raw)
     spec = validate_model(
         SweepSpec, raw, _field_path, "check its spelling against the spec reference in README.md"
     )
     _require_finite(spec)
+    _check_tuning(spec)
     _check_trial_count(spec)
     _check_hyperparameters(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")

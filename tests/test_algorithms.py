@@ -328,7 +328,9 @@ class _UnfinishedQP:
 
 def test_ghost_refuses_a_qp_solution_that_hit_the_iteration_limit(monkeypatch):
     x, estimate, _ = _problem(start=3.0)
-    algorithm = build_algorithm("ghost", [x], 1, {})
+    # A trust region β = 0.5 below the unconstrained step's size 2 binds, so the QP goes to
+    # OSQP (``ghost_subproblems`` solves it exactly only when the box is inactive).
+    algorithm = build_algorithm("ghost", [x], 1, {"beta": 0.5, "rho": 0.4})
     monkeypatch.setattr(osqp, "OSQP", _UnfinishedQP)
     with pytest.raises(RuntimeError, match="maximum iterations reached"):
         algorithm.step(estimate)

@@ -5,7 +5,8 @@ modules together. Layers and their allowed directions are DESIGN.md's (docs/desi
 
     cli → launch, analysis, store, spec, data        launch → trial, store, spec, data
     analysis → store, spec                           trial → spec, data, algorithms,
-    spec → data, algorithms, constraints                     constraints, store.schema
+    spec → data, algorithms, constraints, tuning             constraints, store.schema
+    tuning → data
     everything → errors, files, plugins
 
 A module may import any layer its own layer reaches through these arrows (``cli`` may use
@@ -28,7 +29,8 @@ ARROWS: dict[str, set[str]] = {
     "launch": {"trial", "store", "spec", "data"},
     "analysis": {"store", "spec"},
     "trial": {"spec", "data", "algorithms", "constraints", "store.schema"},
-    "spec": {"data", "algorithms", "constraints"},
+    "spec": {"data", "algorithms", "constraints", "tuning"},
+    "tuning": {"data"},
     "store": {"store.schema"},
     "store.schema": set(),
     "data": set(),

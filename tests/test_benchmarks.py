@@ -18,6 +18,7 @@ SECTIONS = (
     "DDP: one process against two",
     "Data: cache prepare and load",
     "Store: write, read, compact",
+    "Throughput: configuration packing and driver CPU",
 )
 
 

@@ -1,5 +1,7 @@
 """Checkpoints: a run interrupted at step k and resumed equals an uninterrupted one, for one
-model and for a pack of seeds."""
+model and for a pack of seeds; and the launchers that train in their own process (``ctrain
+train``, SLURM array tasks) checkpoint each pack to the store's ``_checkpoints/`` folder, so a
+retried or re-run trial resumes from its last checkpoint. Real kills: test_kill_resume.py."""
 
 from pathlib import Path
 
@@ -7,8 +9,15 @@ import pytest
 import torch
 from bitwise import assert_bitwise_equal
 
+from ctrain_dist import store
 from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.launch import local
+from ctrain_dist.launch.local import train_locally
+from ctrain_dist.launch.slurm import jobs
+from ctrain_dist.launch.slurm.jobs import ArrayTrials
 from ctrain_dist.spec import load_spec
+from ctrain_dist.store.layout import CHECKPOINTS
+from ctrain_dist.store.sink import StoreSink
 from ctrain_dist.trial.loop import train
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
@@ -76,8 +85,17 @@ def _same(a, b) -> bool:
     return a == b or (a != a and b != b)
 
 
-CLOCKS = ("attempt_id", "time_s", "started_at", "ended_at", "wall_time_s", "train_time_s")
-"""What differs between two attempts of one trajectory: the attempt and its clocks."""
+CLOCKS = (
+    "attempt_id",
+    "time_s",
+    "started_at",
+    "ended_at",
+    "wall_time_s",
+    "train_time_s",
+    "resumed_from_step",
+)
+"""What differs between two attempts of one trajectory: the attempt, its clocks, and the step
+it started from."""
 
 
 def _by(rows: list[dict], *key: str) -> dict[tuple, dict]:
@@ -111,8 +129,97 @@ def test_a_resumed_pack_equals_an_uninterrupted_one_and_re_records_a_seed_that_h
 
     statuses = {row["seed"]: (row["status"], row["steps"]) for row in resumed.trials}
     assert statuses == {0: ("finished", 2 * K), 5: ("diverged", K // 2)}
+    started = {row["seed"]: row["resumed_from_step"] for row in resumed.trials}
+    assert started == {0: K, 5: K // 2}  # seed 5 had ended before: this attempt trained it 0
     assert len({row["attempt_id"] for row in resumed.trials}) == 2
     _assert_same_rows(_by(whole.trials, "seed"), _by(resumed.trials, "seed"))
     _assert_same_rows(
         _by(whole.rows, "trial_id", "step", "split"), _by(resumed.rows, "trial_id", "step", "split")
     )
+
+
+# --- launchers: `ctrain train` and SLURM array tasks checkpoint to the store's folder ---------
+
+FAIL_AT = K + K // 2
+"""An evaluation point after the checkpoint at step K and before the next one."""
+
+
+def _preempting(sink_class: type[StoreSink]) -> type[StoreSink]:
+    """``sink_class`` whose first evaluation rows of step ``FAIL_AT`` raise, as a lost node
+    would end the attempt there: the checkpoint of step K is then the last."""
+
+    class Preempting(sink_class):
+        fired = False
+
+        def evals(self, rows):
+            if rows and rows[0]["step"] == FAIL_AT and not Preempting.fired:
+                Preempting.fired = True
+                raise RuntimeError(f"preempted at step {FAIL_AT}")
+            super().evals(rows)
+
+    return Preempting
+
+
+def _launcher_spec(*overrides: str):
+    return load_spec(
+        QUICKSTART,
+        [
+            "name=ckpt",
+            "seeds=[1]",
+            "algorithms=[{name: ssl_alm}]",
+            f"training.budget.steps={2 * K}",
+            f"training.eval_every={K // 2}",
+            f"training.checkpoint_every={K}",
+            *overrides,
+        ],
+    )
+
+
+def _kept_curve(root: Path) -> tuple[dict, dict[tuple, dict]]:
+    """The kept ``trials`` row of the one trial and its attempt's evaluation rows."""
+    reader = store.open(root)
+    (row,) = reader.trials("ckpt").to_dict("records")
+    evals = reader.evals("ckpt").to_dict("records")
+    return row, _by(evals, "step", "split")
+
+
+def test_ctrain_train_run_again_after_a_failure_resumes_from_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
+    spec = _launcher_spec("max_failures=0")
+    whole = tmp_path / "whole"
+    assert train_locally(spec, whole, 1, log=lambda _: None) == {"finished": 1}
+
+    root = tmp_path / "store"
+    monkeypatch.setattr(local, "StoreSink", _preempting(StoreSink))
+    assert train_locally(spec, root, 1, log=lambda _: None) == {"error": 1}
+    (saved,) = (root / CHECKPOINTS / "ckpt").glob("*.pt")
+    assert torch.load(saved, weights_only=True)["step"] == K
+
+    lines: list[str] = []
+    assert train_locally(spec, root, 1, log=lines.append) == {"finished": 1}
+    row, curve = _kept_curve(root)
+    assert (row["steps"], row["resumed_from_step"]) == (2 * K, K)
+    assert not saved.exists()  # dropped once the trial ended
+    whole_row, whole_curve = _kept_curve(whole)
+    assert whole_row["resumed_from_step"] == 0
+    _assert_same_rows(whole_curve, curve)
+
+    assert train_locally(spec, root, 1, log=lines.append) == {}
+    assert "1 of 1 trials already finished in the store; skipping them" in lines
+
+
+def test_an_array_task_retries_a_failed_pack_from_its_last_checkpoint(tmp_path, monkeypatch):
+    spec = _launcher_spec()
+    whole = tmp_path / "whole"
+    assert ArrayTrials(whole, attempts=1)([spec.trials()]) == {"finished": 1}
+
+    root = tmp_path / "store"
+    monkeypatch.setattr(jobs, "StoreSink", _preempting(StoreSink))
+    assert ArrayTrials(root, attempts=2)([spec.trials()]) == {"finished": 1}
+    attempts = store.open(root).trials("ckpt", all_attempts=True)
+    assert sorted(attempts["status"]) == ["error", "finished"]
+    row, curve = _kept_curve(root)
+    assert (row["steps"], row["resumed_from_step"]) == (2 * K, K)
+    assert list((root / CHECKPOINTS / "ckpt").glob("*.pt")) == []
+    _assert_same_rows(_kept_curve(whole)[1], curve)

@@ -146,7 +146,10 @@ class _Rows:
 
 
 def _adult_race(*overrides: str):
-    return load_spec(REPRO, ["algorithms=[{name: alm}]", *overrides])
+    """Issue #14's run with plain batches serving objective and constraints (the spec's own
+    separate constraint draw turned off: ``tests/test_constraint_batches.py`` covers it)."""
+    plain = ["algorithms=[{name: alm}]", "training.constraint_rows_per_group=null"]
+    return load_spec(REPRO, [*plain, *overrides])
 
 
 def test_the_trainer_counts_the_estimates_whose_minibatch_lacks_a_group():

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ("device", "tests", "ddp", "packing", "trainer", "sweep")
+STEPS = ("device", "tests", "ddp", "packing", "trainer", "compile", "sweep")
 JSON, MARKDOWN = "gpu_check.json", "gpu_check.md"
 
 

@@ -3,7 +3,8 @@ array mode (packed seeds included), requeue, cancellation, token auth; and, with
 dry run of a 4-node × 4-GPU profile, array packing and an array task's rerun.
 
 The SLURM tests start the dev cluster of ``slurm/dev-cluster`` (two virtual nodes on this
-machine, each with its own host name) once per session; they need root and apt, as in CI.
+machine, each with its own host name) once per session (``conftest.slurm_cluster``); they
+need root and apt, as in CI.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from ctrain_dist.launch.slurm.submit import (
 from ctrain_dist.spec import SweepSpec, load_spec
 
 ROOT = Path(__file__).parents[1]
-DEV_CLUSTER = ROOT / "slurm" / "dev-cluster"
 PROFILES = ROOT / "slurm" / "profiles"
 QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
 EXPECTED_DRY_RUN = Path(__file__).parent / "data" / "dry-run-4x4gpu.txt"
@@ -53,29 +53,6 @@ SMALL = [
 
 def _spec(name: str, *overrides: str) -> SweepSpec:
     return load_spec(QUICKSTART, [f"name={name}", *SMALL, *overrides])
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory) -> Iterator[Path]:
-    """A running dev cluster (installed if needed), SLURM_CONF exported; stopped at the end."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("unshare") is None:
-        pytest.skip("the SLURM dev cluster needs root, apt-get and unshare")
-    state = tmp_path_factory.mktemp("slurm-state")
-    subprocess.run(["bash", str(DEV_CLUSTER / "install.sh")], check=True)
-    started = subprocess.run(
-        ["bash", str(DEV_CLUSTER / "start.sh"), str(state)], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        subprocess.run(["bash", str(DEV_CLUSTER / "stop.sh"), str(state)], check=False)
-        pytest.fail(f"dev cluster did not start:\n{started.stdout}\n{started.stderr}")
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(state / "etc" / "slurm.conf")
-    yield state
-    subprocess.run(["bash", str(DEV_CLUSTER / "stop.sh"), str(state)], check=True)
-    if previous is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = previous
 
 
 def _profile(job_folder: Path, *overrides: str) -> ClusterProfile:

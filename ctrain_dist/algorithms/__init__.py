@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,16 +18,30 @@ from ctrain_dist.algorithms.base import (
     draw,
 )
 from ctrain_dist.algorithms.ghost import StochasticGhost
+from ctrain_dist.algorithms.ialm import IALM
 from ctrain_dist.algorithms.multiplier import Multiplier
 from ctrain_dist.algorithms.nupi import NuPI
 from ctrain_dist.algorithms.pbm import PBM
 from ctrain_dist.algorithms.penalty import Penalty
+from ctrain_dist.algorithms.spbm import SPBM
 from ctrain_dist.algorithms.ssl_alm import SSLALM
 from ctrain_dist.algorithms.switching_subgradient import SwitchingSubgradient
 from ctrain_dist.algorithms.unconstrained import SGD, Adam
 from ctrain_dist.plugins import Registry
 
-_BUILTIN = (SGD, Adam, Penalty, ALM, SSLALM, SwitchingSubgradient, StochasticGhost, PBM, NuPI)
+_BUILTIN = (
+    SGD,
+    Adam,
+    Penalty,
+    ALM,
+    SSLALM,
+    IALM,
+    SwitchingSubgradient,
+    StochasticGhost,
+    PBM,
+    SPBM,
+    NuPI,
+)
 ALGORITHMS: Registry[type[Algorithm]] = Registry(
     {cls.name: cls for cls in _BUILTIN}, "ctrain_dist.algorithms"
 )
@@ -51,13 +65,20 @@ def build_algorithm(
     name: str,
     params: Iterable[torch.nn.Parameter],
     num_constraints: int,
-    hyperparameters: dict[str, Any],
+    hyperparameters: dict[str, Any] | Sequence[dict[str, Any]],
     seeds: int | None = None,
+    equality: Sequence[bool] | None = None,
 ) -> Algorithm:
     """An algorithm from its registry name and raw hyperparameters (validated here).
 
-    ``seeds``: the number of packed seeds stacked on the parameters' leading dimension, or
-    ``None`` for one model (see ``base``).
+    ``seeds``: the number of packed members stacked on the parameters' leading dimension, or
+    ``None`` for one model (see ``base``). ``hyperparameters``: one mapping, or one per member
+    (packed configurations: they may differ in ``member_hyperparameters``). ``equality``:
+    which of the ``num_constraints`` values are equalities h(x) = 0 (unset: none).
     """
     cls = ALGORITHMS[name]
-    return cls(params, num_constraints, cls.hyperparameters(**hyperparameters), seeds)
+    if isinstance(hyperparameters, Mapping):
+        hp = cls.hyperparameters(**hyperparameters)
+        return cls(params, num_constraints, hp, seeds, equality)
+    members = [cls.hyperparameters(**member) for member in hyperparameters]
+    return cls(params, num_constraints, members, seeds, equality)

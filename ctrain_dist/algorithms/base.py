@@ -53,17 +53,30 @@ the sum of the seeds' objectives, whose gradient in each seed's slice of the sta
 parameters is that seed's own gradient because the slices are disjoint. Without ``seeds``
 every shape is what it was (``batch_shape == ()``). An algorithm whose step cannot be batched
 (host-side solves per seed) sets ``batchable = False`` and is trained one seed at a time.
+
+Packed configurations (``configurations_per_trial``): a pack's members may also differ in the
+scalar hyperparameters the algorithm names in ``member_hyperparameters``. The algorithm is then
+built from one hyperparameter model per member, and a step reads each such value through
+:meth:`Algorithm.hyper`: a Python number when every member shares it (one model, or seeds of
+one configuration: the arithmetic of an unpacked step, bit for bit), else a ``[K]`` tensor on
+the device shaped to broadcast against what it multiplies. ``self.hp`` then refuses to give a
+differing value as a plain attribute (``members.MemberHyperparameters``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ctrain_dist.algorithms.members import (
+    MemberHyperparameters,
+    differing_fields,
+    member_tensor,
+)
 from ctrain_dist.algorithms.multiplier import Multiplier
 
 
@@ -129,26 +142,78 @@ class Algorithm(ABC, Generic[HP]):
     or lists of tensors (per-seed state), :class:`Multiplier` objects and anything else with
     ``state_dict``/``load_state_dict`` (a torch optimiser), a ``torch.Generator``, or Python
     numbers. The multipliers among them, in this order, are ``multipliers()``."""
+    member_hyperparameters: ClassVar[frozenset[str]] = frozenset()
+    """The scalar hyperparameters whose values may differ between the members of one pack,
+    each read in ``step`` through :meth:`hyper` (module docstring); a field not named here
+    must be equal across a pack. None: configurations of this algorithm never pack."""
+    takes_equalities: ClassVar[bool] = False
+    """Whether the method handles equality constraints :math:`h(x) = 0` (``equality``): its
+    multipliers of them are free in sign and its penalties act on :math:`h`, not
+    :math:`[h]_+`. The others refuse them rather than treat them as inequalities."""
 
     def __init__(
         self,
         params: Iterable[torch.nn.Parameter],
         num_constraints: int,
-        hp: HP,
+        hp: HP | Sequence[HP],
         seeds: int | None = None,
+        equality: Sequence[bool] | None = None,
     ) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("an algorithm needs at least one parameter")
+        if equality is not None and len(equality) != num_constraints:
+            raise ValueError(f"equality marks {len(equality)} values of {num_constraints}")
+        refused = self.constrained and not self.takes_equalities
+        if equality is not None and any(equality) and refused:
+            raise ValueError(f"{self.name} takes inequality constraints only")
+        marks = [False] * num_constraints if equality is None else [bool(e) for e in equality]
+        self.equality = torch.tensor(marks, dtype=torch.bool, device=self.params[0].device)
+        """``[m]``: which values are equalities h_i(x) = 0 (all false: inequalities only)."""
+        self.has_equalities = any(marks)
+        """Whether any is, a host bool, so that ``step`` can skip the equality terms unread."""
         if seeds is not None and not self.batchable:
             raise ValueError(f"{self.name} cannot train packed seeds; train one seed at a time")
         if seeds is not None and any(p.shape[:1] != (seeds,) for p in self.params):
             raise ValueError(f"packed parameters must have a leading dimension of {seeds} seeds")
         self.num_constraints = num_constraints
-        self.hp = hp
         self.seeds = seeds
+        self.hp, self._member_values = self._member_hyperparameters(hp)
         self.iteration = 0
         self._init_state()
+
+    def _member_hyperparameters(self, hp: HP | Sequence[HP]) -> tuple[HP, dict[str, torch.Tensor]]:
+        """``self.hp`` and the ``[K]`` tensors of the values the members disagree on: one
+        model as it is; members that agree as the first one (a seeds-only pack steps exactly
+        as before); members that differ behind ``MemberHyperparameters``."""
+        if isinstance(hp, Hyperparameters):
+            return hp, {}
+        members = list(hp)
+        if len(members) != (self.seeds or 1):
+            raise ValueError(f"{len(members)} hyperparameter sets for {self.seeds or 1} members")
+        differing = differing_fields(members)
+        if not differing:
+            return members[0], {}
+        unread = sorted(differing - self.member_hyperparameters)
+        if unread:
+            raise ValueError(
+                f"{self.name} reads {', '.join(unread)} once for the whole pack; members must "
+                "share it"
+            )
+        view = MemberHyperparameters(members, differing)
+        values = {
+            name: member_tensor(view.values(name), self.device, self.dtype) for name in differing
+        }
+        return cast(HP, view), values
+
+    def hyper(self, name: str, like: torch.Tensor | None = None) -> float | torch.Tensor:
+        """Hyperparameter ``name`` as the step uses it: the Python value when every member
+        shares it, else the members' ``[K]`` tensor, shaped to broadcast against ``like``
+        (a stacked parameter, ``[K, m]`` duals) when given."""
+        values = self._member_values.get(name)
+        if values is None:
+            return getattr(self.hp, name)
+        return values if like is None else self._per_seed(values, like)
 
     def _init_state(self) -> None:
         """Create the attributes named in ``state_attributes`` (and whatever else the step
@@ -172,7 +237,8 @@ class Algorithm(ABC, Generic[HP]):
         self, init: float = 0.0, lower: float = 0.0, upper: float | None = None
     ) -> Multiplier:
         """Multipliers of the ``m`` constraints in ``[lower, upper]``, one row per seed
-        (``(*batch_shape, m)``), on the parameters' device and dtype."""
+        (``(*batch_shape, m)``), on the parameters' device and dtype; those of equalities in
+        ``[-upper, upper]`` (free, without a bound)."""
         return Multiplier(
             (*self.batch_shape, self.num_constraints),
             device=self.device,
@@ -180,6 +246,7 @@ class Algorithm(ABC, Generic[HP]):
             init=init,
             lower=lower,
             upper=upper,
+            equality=self.equality if self.has_equalities else None,
         )
 
     def _zeros(self, *size: int) -> torch.Tensor:

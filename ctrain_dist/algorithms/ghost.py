@@ -55,7 +55,9 @@ each value's :math:`c_i` and :math:`J_i` are averaged over the minibatches that 
 a value none of them defines enters the subproblem as :math:`0 + 0 \cdot d \le \kappa`,
 which every direction satisfies.
 
-**Host work (the documented GPU exception).** The LP and the QP are solved on the host by
+**Host work (the documented GPU exception).** The LP and the QP are solved on the host: in
+closed form through their :math:`m`-dimensional duals where that is exact
+(``ghost_subproblems``: the LP for :math:`m \le 2`, the QP when its box is inactive), else by
 SciPy's HiGHS and OSQP (from PyPI), so each step copies :math:`g, c, J` to the host and the
 direction back; this is the only algorithm that synchronises inside ``step``. The level
 :math:`N` comes from the algorithm's own generator, whose state is in ``state_dict``.
@@ -79,6 +81,7 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.ghost_subproblems import feasibility_value, qp_without_box
 
 _SOLVER_TOLERANCE = 1e-9
 """OSQP's absolute and relative tolerance: far below the step's stochastic noise."""
@@ -213,16 +216,18 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
         """κ = (1−λ)·max(0, max c) + λ·min_{‖d‖∞≤ρ} max(0, max_i c_i + J_i d)."""
         hp = self.hp
         violation = max(0.0, float(c.max()))
-        m, n = jacobian.shape
-        # variables (t, d): minimise t subject to J d − t ≤ −c, t ≥ 0, |d| ≤ ρ
-        result = linprog(
-            c=np.concatenate([[1.0], np.zeros(n)]),
-            A_ub=np.hstack([-np.ones((m, 1)), jacobian]),
-            b_ub=-c,
-            bounds=[(0.0, None)] + [(-hp.rho, hp.rho)] * n,
-            method="highs",
-        )
-        reachable = float(result.fun) if result.status == 0 else violation
+        reachable = feasibility_value(c, jacobian, hp.rho)
+        if reachable is None:
+            m, n = jacobian.shape
+            # variables (t, d): minimise t subject to J d − t ≤ −c, t ≥ 0, |d| ≤ ρ
+            result = linprog(
+                c=np.concatenate([[1.0], np.zeros(n)]),
+                A_ub=np.hstack([-np.ones((m, 1)), jacobian]),
+                b_ub=-c,
+                bounds=[(0.0, None)] + [(-hp.rho, hp.rho)] * n,
+                method="highs",
+            )
+            reachable = float(result.fun) if result.status == 0 else violation
         return (1 - hp.relaxation) * violation + hp.relaxation * min(reachable, violation)
 
     def direction(self, gradient: np.ndarray, c: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
@@ -232,6 +237,9 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
         if c.size == 0:
             return np.clip(-gradient / hp.tau, -hp.beta, hp.beta)
         kappa = self._feasibility_bound(c, jacobian)
+        exact = qp_without_box(gradient, jacobian, kappa - c, hp.tau, hp.beta)
+        if exact is not None:
+            return exact
         constraints = sparse.vstack([sparse.csc_matrix(jacobian), sparse.identity(n)], "csc")
         lower = np.concatenate([np.full(c.size, -np.inf), np.full(n, -hp.beta)])
         upper = np.concatenate([kappa - c, np.full(n, hp.beta)])

@@ -11,7 +11,12 @@ The set is a box, :math:`\mathcal{D} = \{\lambda : l \le \lambda_i \le u\}`:
   constraints :math:`c(x) \le 0`;
 * :math:`l = 0, u = \Lambda`: the orthant cut at a bound, which keeps the multipliers bounded
   as SSL-ALM's analysis assumes (``dual_bound`` of ALM, SSL-ALM and νPI);
-* :math:`0 < l \le u`: PBM's multipliers, which must stay positive.
+* :math:`0 < l \le u`: PBM's multipliers, which must stay positive;
+* :math:`l_i = -\infty`: the free-sign multiplier of an equality constraint :math:`h_i(x) = 0`
+  (``equality``), bounded by :math:`\pm u` when a bound is given.
+
+The lower bound is then per value (a tensor over the last dimension): :math:`l_i = -u` or
+:math:`-\infty` for equalities, the scalar :math:`l` for the inequalities.
 
 A box is separable, so the Euclidean projection is the elementwise clamp,
 :math:`\Pi_{\mathcal{D}}(v)_i = \min(u, \max(l, v_i))`. Two ways to move:
@@ -56,19 +61,41 @@ class Multiplier:
         init: float = 0.0,
         lower: float = 0.0,
         upper: float | None = None,
+        equality: torch.Tensor | None = None,
     ) -> None:
+        """``equality``: the ``[m]`` mask of equality values, or None when there are none."""
         if not lower <= init <= (math.inf if upper is None else upper):
             raise ValueError(f"initial multiplier {init} is outside [{lower}, {upper}]")
-        self.lower = lower
-        self.upper = upper
+        self.lower: float | torch.Tensor = lower
+        self.upper: float | torch.Tensor | None = upper
+        self.equality = equality
+        """``[m]`` bool, which values are equalities; None when none are (the fast path)."""
+        if self.equality is not None:
+            free = -math.inf if upper is None else -upper
+            self.lower = torch.where(equality, free, lower).to(device=device, dtype=dtype)
+            if upper is not None:  # clamp takes two tensors or two numbers
+                self.upper = torch.full_like(self.lower, upper)
         self.value = torch.full(shape, init, device=device, dtype=dtype)
 
     def project(self, value: torch.Tensor) -> torch.Tensor:
         r""":math:`\Pi_{\mathcal{D}}(v)`: ``value`` clamped into the box, elementwise."""
         return value.clamp(self.lower, self.upper)
 
+    def cone(self, value: torch.Tensor) -> torch.Tensor:
+        r"""The projection onto the multipliers' cone :math:`\{v : v_i \ge 0 \text{ for the
+        inequalities}\}`: :math:`[v_i]_+` for an inequality, :math:`v_i` for an equality.
+
+        What augmented Lagrangians clamp: HPR's weight :math:`[\lambda + \rho c]_+` and the
+        quadratic penalty's :math:`[c]_+` become :math:`\lambda + \rho h` and :math:`h` on an
+        equality :math:`h = 0`. Without equalities this is ``clamp_min(0)``, bit for bit."""
+        positive = value.clamp_min(0.0)
+        return positive if self.equality is None else torch.where(self.equality, value, positive)
+
     def ascend(
-        self, step_size: float, direction: torch.Tensor, where: torch.Tensor | None = None
+        self,
+        step_size: float | torch.Tensor,
+        direction: torch.Tensor,
+        where: torch.Tensor | None = None,
     ) -> None:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d)`, with ``d``
         (e.g. the constraint values) detached and cast to the multipliers' dtype; only where

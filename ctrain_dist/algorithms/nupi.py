@@ -41,7 +41,11 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
 
 
 class NuPIHyperparameters(PrimalHyperparameters):
@@ -60,6 +64,9 @@ class NuPI(Algorithm[NuPIHyperparameters]):
     paper = "Sohrabi et al. 2024, arXiv 2406.04558"
     hyperparameters = NuPIHyperparameters
     state_attributes = ("duals", "smoothed_error", "optimizer")
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"dual_lr", "kappa_p", "kappa_i", "nu"}
+    takes_equalities = True
+    """An equality's multiplier is free in sign (``base``); the controller is unchanged."""
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
@@ -68,16 +75,17 @@ class NuPI(Algorithm[NuPIHyperparameters]):
         """The controller's memory ξ_{t−1}: the error signal filtered up to the last step."""
 
     def step(self, estimate: Estimate) -> StepInfo:
-        hp = self.hp
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
         error = sample.decision.to(self.dtype)
         self._backward(loss + (self.duals.value.to(c.dtype) * c).sum(-1))
         self.optimizer.step()
         previous = error if self.iteration == 0 else self.smoothed_error
-        smoothed = hp.nu * previous + (1 - hp.nu) * error
-        control = hp.kappa_i * error + hp.kappa_p * (smoothed - previous)
+        nu = self.hyper("nu", like=error)
+        smoothed = nu * previous + (1 - nu) * error
+        kappa_i, kappa_p = self.hyper("kappa_i", like=error), self.hyper("kappa_p", like=error)
+        control = kappa_i * error + kappa_p * (smoothed - previous)
         self.smoothed_error = torch.where(sample.defined, smoothed, previous)
-        self.duals.ascend(hp.dual_lr, control, where=sample.defined)
+        self.duals.ascend(self.hyper("dual_lr", like=error), control, where=sample.defined)
         self.iteration += 1
         return info(sample, self.duals)

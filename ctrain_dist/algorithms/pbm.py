@@ -1,4 +1,8 @@
-r"""Stochastic penalty-barrier multiplier method (PBM) with penalty annealing.
+r"""Stochastic penalty-barrier multiplier method (PBM) with penalty annealing: the classical one.
+
+Not humancompatible.train's stochastic penalty-barrier method, which is ``spbm``
+(``spbm.py``: per-step dual averaging, per-constraint adaptive penalties, other penalty
+functions); this is Ben-Tal & Zibulevsky's outer loop, in a stochastic single-loop form.
 
 Ben-Tal & Zibulevsky (1997), "Penalty/barrier multiplier methods for convex programming
 problems", SIAM J. Optim. 7(2):347–366; the quadratic extrapolations make the functions
@@ -58,7 +62,11 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
 
 _LOG2 = math.log(2.0)
 
@@ -117,9 +125,11 @@ class PBM(Algorithm[PBMHyperparameters]):
 
     name = "pbm"
     constrained = True
-    paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366"
+    paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366 (classical; see spbm)"
     hyperparameters = PBMHyperparameters
     state_attributes = ("duals", "penalty", "constraint_sum", "observed", "optimizer")
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS
+    """Only the primal step's settings: the penalty is a host number of the whole pack."""
 
     def _init_state(self) -> None:
         hp = self.hp

@@ -30,7 +30,11 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
 
 
 class PenaltyHyperparameters(PrimalHyperparameters):
@@ -48,6 +52,7 @@ class Penalty(Algorithm[PenaltyHyperparameters]):
     paper = "Han & Mangasarian 1979, Math. Programming 17:251–269 (exact penalty)"
     hyperparameters = PenaltyHyperparameters
     state_attributes = ("optimizer",)
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"weight"}
 
     def _init_state(self) -> None:
         self.optimizer = primal_optimizer(self.params, self.hp)
@@ -58,7 +63,7 @@ class Penalty(Algorithm[PenaltyHyperparameters]):
         excess = sample.c.clamp_min(0.0)
         if hp.penalty == "squared":
             excess = excess**2
-        self._backward(sample.loss + hp.weight * excess.sum(-1))
+        self._backward(sample.loss + self.hyper("weight", like=sample.loss) * excess.sum(-1))
         self.optimizer.step()
         self.iteration += 1
         return info(sample)

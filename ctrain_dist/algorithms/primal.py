@@ -32,6 +32,12 @@ torch's design (``capturable=False``, the default), read on the host without wai
 device; ``capturable=True`` would move it to the device for CUDA-graph capture only, at the cost
 of extra kernels a step, so it is not set. The optimiser's state (momentum buffers, moments,
 counters) is part of the algorithm's ``state_dict`` as ``optimizer``.
+
+Packed configurations (``base``): members whose settings differ (``lr``, ``momentum``,
+``beta1``, ``beta2``, ``eps``, ``weight_decay``: ``PRIMAL_MEMBER_HYPERPARAMETERS``) cannot share
+one ``torch.optim`` optimiser, which takes one value per parameter group; they get
+``member_optimizers.MemberOptimizer``, the same arithmetic with a ``[K]`` tensor per differing
+setting. Members that agree, and one model, keep ``torch.optim`` (:func:`optimizer_for`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from ctrain_dist.algorithms.base import Hyperparameters
+from ctrain_dist.algorithms.member_optimizers import MemberOptimizer
+from ctrain_dist.algorithms.members import member_tensor
 
 Primal = Literal["sgd", "momentum", "adam", "adamw"]
 
@@ -82,14 +90,72 @@ class PrimalHyperparameters(Hyperparameters):
         return value
 
 
+PRIMAL_MEMBER_HYPERPARAMETERS = frozenset(
+    {"lr", "momentum", "beta1", "beta2", "eps", "weight_decay"}
+)
+"""The primal settings a pack's members may disagree on (``base.Algorithm.hyper``): all of
+them act elementwise, so over stacked parameters they can be one value per member."""
+
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sgd": ("lr", "weight_decay"),
+    "momentum": ("lr", "momentum", "weight_decay"),
+    "adam": ("lr", "beta1", "beta2", "eps", "weight_decay"),
+    "adamw": ("lr", "beta1", "beta2", "eps", "weight_decay"),
+}
+"""What each optimiser reads."""
+_TORCH_DEFAULTS = {"eps": 1e-8, "weight_decay": 0.0}
+"""``torch.optim``'s values of the settings a baseline's model has no field for."""
+
+
 def primal_optimizer(
     params: Iterable[torch.nn.Parameter], hp: PrimalHyperparameters
-) -> torch.optim.Optimizer:
+) -> torch.optim.Optimizer | MemberOptimizer:
     """The torch optimiser ``hp.primal`` over ``params`` with ``hp``'s settings."""
-    if hp.primal in ("sgd", "momentum"):
-        momentum = hp.momentum if hp.primal == "momentum" else 0.0
-        return torch.optim.SGD(params, lr=hp.lr, momentum=momentum, weight_decay=hp.weight_decay)
-    adam = torch.optim.Adam if hp.primal == "adam" else torch.optim.AdamW
+    return optimizer_for(params, hp.primal, hp)
+
+
+def optimizer_for(
+    params: Iterable[torch.nn.Parameter], kind: Primal, hp: Hyperparameters
+) -> torch.optim.Optimizer | MemberOptimizer:
+    """Optimiser ``kind`` over ``params`` with the settings ``hp`` holds (``lr``,
+    ``weight_decay`` and the kind's own; torch's default for one it lacks).
+
+    ``hp`` of a pack whose members disagree on one of those settings
+    (``members.MemberHyperparameters``) gives a :class:`MemberOptimizer` with that setting
+    per member; otherwise the ``torch.optim`` optimiser, as for one model.
+    """
+    params = list(params)
+    names = _SETTINGS[kind]
+    differing = getattr(hp, "differing", frozenset()) & set(names)
+    if differing:
+        settings = {
+            name: _member_values(hp, name, params[0]) if name in differing else _read(hp, name)
+            for name in names
+        }
+        return MemberOptimizer(params, kind, settings)
+    read = {name: _read(hp, name) for name in names}
+    if kind in ("sgd", "momentum"):
+        return torch.optim.SGD(
+            params,
+            lr=read["lr"],
+            momentum=read.get("momentum", 0.0),
+            weight_decay=read["weight_decay"],
+        )
+    adam = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
     return adam(
-        params, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.eps, weight_decay=hp.weight_decay
+        params,
+        lr=read["lr"],
+        betas=(read["beta1"], read["beta2"]),
+        eps=read["eps"],
+        weight_decay=read["weight_decay"],
     )
+
+
+def _read(hp: Hyperparameters, name: str) -> float:
+    """A setting every member shares (a differing one is never read here: it would raise)."""
+    return getattr(hp, name, _TORCH_DEFAULTS.get(name))
+
+
+def _member_values(hp: Hyperparameters, name: str, like: torch.Tensor) -> torch.Tensor:
+    """The members' values of ``name`` as a ``[K]`` tensor on ``like``'s device and dtype."""
+    return member_tensor(hp.values(name), like.device, like.dtype)  # type: ignore[attr-defined]

@@ -61,7 +61,11 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
 
 
 class SSLALMHyperparameters(PrimalHyperparameters):
@@ -80,6 +84,7 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
     paper = "Huang, Zhang & Alacaoglu 2025, arXiv 2504.07607"
     hyperparameters = SSLALMHyperparameters
     state_attributes = ("duals", "centres", "optimizer")
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"dual_lr", "rho", "mu", "beta"}
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
@@ -87,11 +92,12 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
         self.optimizer = primal_optimizer(self.params, self.hp)
 
     def step(self, estimate: Estimate) -> StepInfo:
-        hp = self.hp
+        duals = self.duals.value
         with torch.no_grad():
             first = draw(estimate)
-        self.duals.ascend(hp.dual_lr, first.decision, where=first.defined)
-        weights = (self.duals.value + hp.rho * first.c.detach().to(self.dtype)).clamp_min(0.0)
+        self.duals.ascend(self.hyper("dual_lr", like=duals), first.decision, where=first.defined)
+        rho = self.hyper("rho", like=duals)
+        weights = (self.duals.value + rho * first.c.detach().to(self.dtype)).clamp_min(0.0)
 
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
@@ -100,9 +106,13 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
             # In place, one temporary: with packed seeds each tensor is K models' worth of
             # memory, and this traffic would rival the step's matmuls.
             for p, centre in zip(self.params, self.centres, strict=True):
-                p.grad.add_(p - centre, alpha=hp.mu)
+                mu = self.hyper("mu", like=p)
+                if isinstance(mu, torch.Tensor):
+                    p.grad.addcmul_(p - centre, mu)
+                else:
+                    p.grad.add_(p - centre, alpha=mu)
             self.optimizer.step()
             for p, centre in zip(self.params, self.centres, strict=True):
-                centre.lerp_(p, hp.beta)
+                centre.lerp_(p, self.hyper("beta", like=p))
         self.iteration += 1
         return info(sample, self.duals)

@@ -24,10 +24,20 @@ Step rules (``step_rule``):
   stochastic subgradient cannot throw the iterate away), and :math:`\eta_k = \eta` on the
   objective branch. :math:`\hat g > \epsilon \ge 0` there, so the step is positive.
 
-:math:`\epsilon` is the constant tolerance of the switch. The paper's guarantee is for an
+:math:`\epsilon` is the tolerance of the switch: constant, or with ``tol_rule: diminishing``
+:math:`\epsilon_k = \epsilon / \sqrt{k+1}`, as the reference benchmark tightens it. With
+``decide_on: independent`` the switch (:math:`\hat g`, :math:`i^*`) reads a second minibatch
+:math:`\xi'`, drawn without a graph, and the step follows the gradient on :math:`\xi`: the
+branch is then independent of the subgradient's noise, as the stochastic analysis assumes
+(one more minibatch a step). The paper's guarantee is for an
 iterate drawn from the objective steps :math:`I`; the trainer evaluates the last iterate, the
 practice of the benchmark. The share of objective steps is logged so that a run which never
 leaves the constraint branch is visible.
+
+Equality constraints :math:`h_i(x) = 0` (``equality``, ``base``) enter the switch as
+:math:`|h_i| \le \epsilon` and the constraint step as the subgradient
+:math:`\operatorname{sign}(h_i) \nabla h_i` of :math:`|h_i|`, the paper's functional
+constraint :math:`g = \max_i |h_i|`.
 
 Proxy constraints and empty groups (``base``): :math:`\hat g` and :math:`i^*` are read from
 the decision values of the values the minibatch defines (none defined: an objective step),
@@ -73,6 +83,13 @@ class SwitchingSubgradientHyperparameters(Hyperparameters):
         "constant",
         description="constant; divided by sqrt(k+1); or Polyak-type ĝ/‖ζ_g‖² on constraint steps",
     )
+    tol_rule: Literal["constant", "diminishing"] = Field(
+        "constant", description="the tolerance ε, or ε/sqrt(k+1) at step k"
+    )
+    decide_on: Literal["same", "independent"] = Field(
+        "same",
+        description="switch on the gradient's minibatch, or on a second, independent one",
+    )
 
 
 class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
@@ -83,10 +100,17 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
     paper = "Huang & Lin 2023, arXiv 2301.13314"
     hyperparameters = SwitchingSubgradientHyperparameters
     state_attributes = ("objective_steps",)
+    member_hyperparameters = frozenset({"lr", "lr_constraint", "tol"})
+
+    takes_equalities = True
 
     def _init_state(self) -> None:
         self.objective_steps = self._zeros()
         """How many steps (per seed) took the objective branch: the set :math:`I`'s size."""
+
+    def _per_member(self, value: float | torch.Tensor) -> torch.Tensor:
+        """A step size once per member: a shared number filled in, a ``[K]`` tensor as is."""
+        return value if isinstance(value, torch.Tensor) else self._scalar(value)
 
     def _scale(self) -> float:
         if self.hp.step_rule == "diminishing":
@@ -97,20 +121,34 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
         hp = self.hp
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
-        lr_constraint = hp.lr_constraint or hp.lr
+        decision, defined = sample.decision, sample.defined
+        if hp.decide_on == "independent":
+            with torch.no_grad():
+                _, _, decision, defined = draw(estimate)
+        lr = self.hyper("lr", like=loss)
+        lr_constraint = self.hyper("lr_constraint", like=loss)
+        if lr_constraint is None:
+            lr_constraint = lr
         if c.numel():
-            observed = torch.where(sample.defined, sample.decision, -torch.inf)
+            violation, signed_c = decision, c
+            if self.has_equalities:  # |h| and its subgradient sign(h)∇h
+                signs = torch.where(self.equality & (decision < 0), -1.0, 1.0)
+                violation, signed_c = decision * signs, c * signs.to(c.dtype)
+            observed = torch.where(defined, violation, -torch.inf)
             worst, chosen = observed.max(-1, keepdim=True)
             worst = worst.squeeze(-1)
-            objective_step = worst <= hp.tol
-            target = torch.where(objective_step, loss, c.gather(-1, chosen).squeeze(-1))
+            tol = self.hyper("tol", like=worst)
+            if hp.tol_rule == "diminishing":
+                tol = tol / math.sqrt(self.iteration + 1)
+            objective_step = worst <= tol
+            target = torch.where(objective_step, loss, signed_c.gather(-1, chosen).squeeze(-1))
         else:
             worst = objective_step = None
             target = loss
         self._backward(target)
         scale = self._scale()
         if objective_step is None:
-            step_size: float | torch.Tensor = hp.lr * scale
+            step_size: float | torch.Tensor = lr * scale
             self.objective_steps += 1
         else:
             constraint_lr: float | torch.Tensor = lr_constraint * scale
@@ -119,10 +157,13 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
                     self._seed_sum(p.grad.detach() ** 2) for p in self.params if p.grad is not None
                 )
                 polyak = worst / (squared_norm + _TINY)
-                constraint_lr = polyak.clamp(0.0, lr_constraint)
-            if not isinstance(constraint_lr, torch.Tensor):
-                constraint_lr = self._scalar(constraint_lr)
-            step_size = torch.where(objective_step, self._scalar(hp.lr * scale), constraint_lr)
+                if isinstance(lr_constraint, torch.Tensor):
+                    constraint_lr = polyak.clamp_min(0.0).minimum(lr_constraint)
+                else:
+                    constraint_lr = polyak.clamp(0.0, lr_constraint)
+            step_size = torch.where(
+                objective_step, self._per_member(lr * scale), self._per_member(constraint_lr)
+            )
             self.objective_steps += objective_step.to(self.objective_steps.dtype)
         self._descend(step_size)
         self.iteration += 1

@@ -22,6 +22,8 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.member_optimizers import MemberOptimizer
+from ctrain_dist.algorithms.primal import PRIMAL_MEMBER_HYPERPARAMETERS, optimizer_for
 
 
 class SGDHyperparameters(Hyperparameters):
@@ -46,13 +48,15 @@ class _TorchOptimizerBaseline(Algorithm[HP]):
 
     constrained: ClassVar[bool] = False
     state_attributes = ("optimizer",)
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS
 
     def _init_state(self) -> None:
         self.optimizer = self._make_optimizer()
 
     @abstractmethod
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        """The torch optimiser over ``self.params`` built from ``self.hp``."""
+    def _make_optimizer(self) -> torch.optim.Optimizer | MemberOptimizer:
+        """The torch optimiser over ``self.params`` built from ``self.hp`` (per-member
+        settings for packed configurations: ``primal.optimizer_for``)."""
 
     def step(self, estimate: Estimate) -> StepInfo:
         sample = draw(estimate)
@@ -73,11 +77,8 @@ class SGD(_TorchOptimizerBaseline[SGDHyperparameters]):
     paper = "Robbins & Monro 1951, A stochastic approximation method"
     hyperparameters = SGDHyperparameters
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        hp = self.hp
-        return torch.optim.SGD(
-            self.params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
+    def _make_optimizer(self) -> torch.optim.Optimizer | MemberOptimizer:
+        return optimizer_for(self.params, "momentum", self.hp)
 
 
 class Adam(_TorchOptimizerBaseline[AdamHyperparameters]):
@@ -87,8 +88,5 @@ class Adam(_TorchOptimizerBaseline[AdamHyperparameters]):
     paper = "Kingma & Ba 2015, arXiv 1412.6980"
     hyperparameters = AdamHyperparameters
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        hp = self.hp
-        return torch.optim.Adam(
-            self.params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay
-        )
+    def _make_optimizer(self) -> torch.optim.Optimizer | MemberOptimizer:
+        return optimizer_for(self.params, "adam", self.hp)

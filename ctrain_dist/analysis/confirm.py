@@ -10,11 +10,13 @@ its report is then free of selection bias.
 
 from __future__ import annotations
 
+import json
+
 from ctrain_dist.analysis import stats
 from ctrain_dist.errors import SpecError
 from ctrain_dist.spec import SweepSpec, parse_spec
 from ctrain_dist.store import Store
-from ctrain_dist.store.schema import CONFIG_LABEL
+from ctrain_dist.store.schema import CONFIG_JSON, CONFIG_LABEL, TRIAL_ID
 
 CONFIRM_SUFFIX = "-confirm"
 
@@ -25,7 +27,8 @@ def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> Swe
     Args:
         spec: the original sweep spec (its name is the store partition read).
         store: the store the original sweep wrote.
-        seeds: how many fresh seeds; default as many as the original sweep ran.
+        seeds: how many fresh seeds; default ``tuning.confirm_seeds`` for a tuning study,
+            else as many as the original sweep ran.
 
     Returns:
         A validated spec named ``<name>-confirm`` with one algorithm entry per selected
@@ -46,9 +49,18 @@ def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> Swe
     tolerance = spec.analysis.feasibility_tolerance
     chosen = set(stats.select_configurations(trials, tolerance=tolerance)[CONFIG_LABEL])
     first_seed = spec.seed_list()[0]
+    # An adaptive search's configurations are known only from the store; a row counts if its
+    # trial id is the one the spec gives that configuration (``launch.search.history``).
+    stored_ids = set(trials[TRIAL_ID])
+    candidates = spec.trials() or [
+        trial
+        for stored in map(json.loads, trials.drop_duplicates(CONFIG_LABEL)[CONFIG_JSON])
+        for trial in spec.configuration_trials(stored["algorithm"], stored["hyperparameters"])
+        if trial.trial_id in stored_ids
+    ]
     algorithms = [
         {"name": trial.algorithm, "params": trial.hyperparameters}
-        for trial in spec.trials()
+        for trial in candidates
         if trial.seed == first_seed and trial.config_label in chosen
     ]
     if not algorithms:
@@ -58,8 +70,9 @@ def confirm_spec(spec: SweepSpec, store: Store, seeds: int | None = None) -> Swe
             f"{store.root}; pass the spec (and --set overrides) the sweep ran with",
         )
     original = spec.seed_list()
-    count = len(original) if seeds is None else seeds
-    raw = spec.model_dump(mode="json")
+    default = len(original) if spec.tuning is None else spec.tuning.confirm_seeds
+    count = default if seeds is None else seeds
+    raw = spec.model_dump(mode="json", exclude={"tuning"})
     raw.update(
         name=f"{spec.name}{CONFIRM_SUFFIX}",
         algorithms=algorithms,

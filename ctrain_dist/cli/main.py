@@ -16,6 +16,7 @@ from ctrain_dist.cli.arguments import EXIT_BAD_INPUT, EXIT_FAILURE, add_spec_arg
 from ctrain_dist.cli.data import add_data_commands
 from ctrain_dist.cli.status import add_status_parser
 from ctrain_dist.cli.store import add_store_parser
+from ctrain_dist.cli.study import add_study_parser, describe_outcome, require_tuning_launcher
 from ctrain_dist.errors import SpecError
 
 if TYPE_CHECKING:
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
 def _check_before_running(spec: SweepSpec) -> None:
     """Refuse quotas the data cannot meet and user code that fails on one minibatch, and
     print sampling warnings, before anything runs."""
-    from ctrain_dist.spec import check_sampling
+    from ctrain_dist.spec import check_sampling, compile_warnings
     from ctrain_dist.trial.probe import check_plugins
 
     check_plugins(spec)
-    for warning in check_sampling(spec):
+    for warning in [*compile_warnings(spec), *check_sampling(spec)]:
         print(f"ctrain: warning: {warning}", file=sys.stderr)
 
 
@@ -48,10 +49,14 @@ def _sweep(args: argparse.Namespace) -> int:
         spec = confirm_spec(spec, store.open(store_root))
     _check_before_running(spec)
     trials = spec.trials()
+    if args.cluster:
+        require_tuning_launcher(spec, "--cluster")
     print(
         f"sweep {spec.name!r}: {len(spec.algorithms)} algorithms, {len(trials)} trials "
         f"({len(spec.seed_list())} seeds each) -> store {store_root}"
     )
+    if spec.tuning is not None and spec.tuning.search == "optuna":
+        print("tuning.search optuna: the configurations are chosen as results arrive")
     if args.cluster:
         from ctrain_dist.launch.slurm.submit import sweep_on_cluster
 
@@ -63,9 +68,13 @@ def _sweep(args: argparse.Namespace) -> int:
         for trial in pending:
             print(f"  {trial.trial_id}  {trial.config_label} seed {trial.seed}")
         return 0
-    outcome = run_sweep(spec, store_root, resume=args.resume)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
-    print(f"done: {counts or 'nothing to run'}; {outcome.skipped} skipped as already finished")
+    if spec.tuning is not None:
+        from ctrain_dist.launch.search import run_tuning
+
+        outcome = run_tuning(spec, store_root, resume=args.resume)
+    else:
+        outcome = run_sweep(spec, store_root, resume=args.resume)
+    print(f"done: {describe_outcome(outcome)}")
     return EXIT_FAILURE if outcome.failed else 0
 
 
@@ -78,6 +87,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, [*args.overrides, *packing])
     store_root = args.store or Path("runs") / spec.name
     require_writable_root(store_root, "--store")
+    require_tuning_launcher(spec, "ctrain train")
     _check_before_running(spec)
     print(f"training {len(spec.trials())} trials of {spec.name!r} on {args.nproc} process(es)")
     statuses = train_locally(spec, store_root, args.nproc)
@@ -130,7 +140,25 @@ def _algorithms(args: argparse.Namespace) -> int:
         print(f"{name} ({kind}) — {cls.paper}")
         for field_name, field in cls.hyperparameters.model_fields.items():
             print(f"    {field_name} = {field.default!r}: {field.description}")
+    _installed_plugins()
     return 0
+
+
+def _installed_plugins() -> None:
+    """Constraints and datasets that installed packages register as entry points."""
+    from ctrain_dist.constraints import CONSTRAINTS
+    from ctrain_dist.data.factories import DATASET_FACTORIES
+
+    for registry, how in (
+        (CONSTRAINTS, "constraints: [{kind: NAME, ...}]"),
+        (DATASET_FACTORIES, "data: {dataset: custom, factory: NAME}"),
+    ):
+        names = sorted(set(registry) - set(registry.builtins))
+        if names:
+            print(f"{registry.group} entry points ({how}):")
+        for name in names:
+            found = registry[name]
+            print(f"    {name} — {found.__module__}:{found.__qualname__}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_parser(commands)
     add_data_commands(commands)
     add_status_parser(commands)
+    add_study_parser(commands, _check_before_running)
     return parser
 
 

@@ -97,4 +97,5 @@ def build_constraints(
         else:
             options = getattr(spec, "options", {})
             built.append(CONSTRAINTS[spec.kind](spec.bound, num_groups, decide_on, **options))
+        built[-1].equality = bool(getattr(spec, "equality", False))
     return built

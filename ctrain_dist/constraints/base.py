@@ -54,6 +54,9 @@ class Constraint(ABC):
     kind: str
     num_values: int
     num_statistics: int
+    equality: bool = False
+    """Whether every value must be 0 rather than ``<= 0`` (the spec's ``equality``, set by
+    ``build_constraints``): algorithms give it free-sign multipliers, feasibility reads |h|."""
 
     def __init__(self, bound: float, decide_on: DecideOn = "strict") -> None:
         self.bound = float(bound)

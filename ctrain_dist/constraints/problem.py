@@ -26,6 +26,16 @@ class ConstrainedProblem:
         self.constraints = list(constraints)
         self.num_constraints = sum(c.num_values for c in self.constraints)
         self._offsets = list(itertools.accumulate([2] + [c.num_statistics for c in constraints]))
+        self.equality = [c.equality for c in self.constraints for _ in range(c.num_values)]
+        """``[num_constraints]``: which values are equalities h = 0 (``Constraint.equality``)."""
+
+    def violations(self, values: torch.Tensor) -> torch.Tensor:
+        """How far each value is from feasible, before the ``max(0, ·)``: ``h`` for an
+        inequality, ``|h|`` for an equality (the last dimension is the values')."""
+        if not any(self.equality):
+            return values
+        mask = torch.tensor(self.equality, dtype=torch.bool, device=values.device)
+        return torch.where(mask, values.abs(), values)
 
     def statistics(
         self,
@@ -33,10 +43,15 @@ class ConstrainedProblem:
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None = None,
+        constraint_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The flat statistics vector; the objective's sums use ``weights``, the constraints'
+        ``constraint_weights`` when given (a separate constraint draw in the same rows, 0 on
+        the objective's rows and they 0 on its: ``data.stratified.ConstraintBatchSampler``)."""
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        for_constraints = weights if constraint_weights is None else constraint_weights
         parts = [torch.stack(self._objective(losses, weights))] + [
-            c.statistics(logits, labels, groups, weights, losses) for c in self.constraints
+            c.statistics(logits, labels, groups, for_constraints, losses) for c in self.constraints
         ]
         return torch.cat(parts)
 
@@ -78,6 +93,7 @@ class ConstrainedProblem:
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None = None,
+        constraint_weights: torch.Tensor | None = None,
     ) -> Estimate:
         """``estimate(statistics(...))`` for one process, where nothing is all-reduced.
 
@@ -88,8 +104,10 @@ class ConstrainedProblem:
         """
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         total, count = self._objective(losses, weights)
+        for_constraints = weights if constraint_weights is None else constraint_weights
         readings = [
-            c.batch_estimate(logits, labels, groups, weights, losses) for c in self.constraints
+            c.batch_estimate(logits, labels, groups, for_constraints, losses)
+            for c in self.constraints
         ]
         return true_mean(total, count.detach()), *self._stack(readings, losses)
 

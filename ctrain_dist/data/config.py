@@ -190,7 +190,41 @@ class TableDataSpec(StrictModel):
         return self
 
 
-DATASETS = ("adult", "folktables", "table")
+class CustomDataSpec(StrictModel):
+    """Data from the user's code: ``factory(**options)`` returns tensors or a torch Dataset.
+
+    ``factory`` is an import path (``package.module:function``) or the name of an installed
+    ``ctrain_dist.datasets`` entry point. What it may return, and how each is checked and
+    read, is ``custom.py``'s contract: ``(features, labels, groups[, splits])`` (the
+    in-memory path) or a map-style ``Dataset`` of ``(x, y, group)`` items (streamed by
+    ``loader_workers`` DataLoader processes, ``streaming.py``). It is resolved here, so a
+    path that does not import is refused by name; it is called, and its result checked,
+    before anything starts (``load.check_data``).
+    """
+
+    dataset: Literal["custom"]
+    factory: str = Field(description="package.module:function or a ctrain_dist.datasets name")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+    group_names: tuple[str, ...] | None = Field(
+        None, description="a name per group id (default group_0, group_1, ...)"
+    )
+    loader_workers: int = Field(
+        2, ge=0, description="DataLoader processes reading a Dataset's items (0: in process)"
+    )
+
+    @field_validator("factory")
+    @classmethod
+    def _resolves(cls, factory: str) -> str:
+        from ctrain_dist.data.factories import dataset_factory
+
+        dataset_factory(factory)
+        return factory
+
+    def __hash__(self) -> int:  # ``options`` is a dict; the loaders cache by spec
+        return hash(self.model_dump_json())
+
+
+DATASETS = ("adult", "folktables", "table", "custom")
 
 
 def _dataset_tag(value: Any) -> str:
@@ -203,7 +237,8 @@ def _dataset_tag(value: Any) -> str:
 DataSpec = Annotated[
     Annotated[AdultDataSpec, Tag("adult")]
     | Annotated[FolktablesDataSpec, Tag("folktables")]
-    | Annotated[TableDataSpec, Tag("table")],
+    | Annotated[TableDataSpec, Tag("table")]
+    | Annotated[CustomDataSpec, Tag("custom")],
     Discriminator(
         _dataset_tag,
         custom_error_type="unknown_dataset",

@@ -14,7 +14,15 @@ from pathlib import Path
 from ctrain_dist.data import folktables, table
 from ctrain_dist.data.adult import load_adult
 from ctrain_dist.data.cache import CacheEntry, cache_key, ensure, open_tabular
-from ctrain_dist.data.config import AdultDataSpec, FolktablesDataSpec, SplitSpec, TableDataSpec
+from ctrain_dist.data.config import (
+    AdultDataSpec,
+    CustomDataSpec,
+    FolktablesDataSpec,
+    SplitSpec,
+    TableDataSpec,
+)
+from ctrain_dist.data.custom import load_custom
+from ctrain_dist.data.streaming import StreamingData
 from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.errors import SpecError
 
@@ -35,8 +43,16 @@ def _load(data: AdultDataSpec | CachedDataSpec, split: SplitSpec) -> TabularData
     return open_tabular(prepare_data(data, split).path)
 
 
-def load_data(data: AdultDataSpec | CachedDataSpec, split: SplitSpec) -> TabularData:
-    """The dataset a spec names, split as it says (cached: specs are frozen and hashable)."""
+def load_data(
+    data: AdultDataSpec | CachedDataSpec | CustomDataSpec, split: SplitSpec
+) -> TabularData | StreamingData:
+    """The dataset a spec names, split as it says (cached: specs are frozen and hashable).
+
+    A user's ``data.factory`` gives a ``TabularData`` or, for a torch ``Dataset``, a
+    ``StreamingData`` (``custom.py``), never cached on disk: it is the user's code.
+    """
+    if isinstance(data, CustomDataSpec):
+        return load_custom(data, split)
     return _load(data, split)
 
 
@@ -55,6 +71,8 @@ def prepare_data(
     elif isinstance(data, TableDataSpec):
         inputs, options = table.cache_request(data, split)
         build = functools.partial(table.build_table, data, split)
+    elif isinstance(data, CustomDataSpec):
+        raise SpecError("data.dataset", "custom data comes from your code and is not cached")
     else:
         raise SpecError(
             "data.dataset", "the embedded adult data loads in a second and is not cached"
@@ -72,3 +90,5 @@ def check_data(data: AdultDataSpec | CachedDataSpec, split: SplitSpec) -> None:
     """
     if isinstance(data, TableDataSpec):
         table.check_table(data, split)
+    if isinstance(data, CustomDataSpec):
+        load_custom(data, split)  # the factory's result, checked; kept for the trials here

@@ -21,6 +21,13 @@ Quotas, two ways (:func:`sampler_quotas`, the one place that decides them):
   humancompatible.train's ``BalancedBatchSampler`` draws them and its Folktables benchmark
   draws each constraint's sample: a fixed number of rows per group).
 
+A separate constraint draw (:class:`ConstraintBatchSampler`, ``constraint_rows_per_group = n``):
+the objective keeps its own batch (plain, or stratified as above) and every oracle call adds
+``n`` rows of every group that only the constraints read, as humancompatible.train's benchmark
+drew them (its ``FairnessConstraint`` samples ``batch_size`` rows of each group per constraint
+estimate, its algorithms a separate uniform ``batch_size`` batch for the loss). A small group
+is then in every constraint estimate, with no reweighting of the objective at all.
+
 Within a group the rows come from that group's own seeded permutations, epoch after epoch, so
 small groups are revisited more often than large ones (that is the point). A design weight
 ``π_g B / n_g`` may be well below 1 (a 0.5 % group with 4 of 64 rows: 0.08), so a group's
@@ -154,6 +161,60 @@ class StratifiedSampler:
         self.samples_drawn = int(state["samples_drawn"])
 
 
+CONSTRAINT_STREAM = 1_000_003
+"""Added to a trial's seed for its constraint draw, so that stream is not the objective's."""
+
+
+class ConstraintBatchSampler:
+    """Each call, the objective's minibatch, then a group-balanced minibatch for the constraints.
+
+    ``next()`` returns both blocks concatenated, so a step gathers and forwards them at once;
+    which rows serve which role is in the weights, each aligned with that order and constant:
+    ``objective_weights`` is the objective sampler's design weights (1 for a plain one) on its
+    rows and 0 on the constraint rows, ``constraint_weights`` 0 on the objective rows and the
+    balanced draw's design weights on its own. Every statistic is a weighted sum, so each role
+    reads only its own rows, exactly, however the rows are sliced among workers. Same interface
+    as the other samplers; ``samples_drawn`` counts the rows of both blocks.
+    """
+
+    def __init__(
+        self, objective: MinibatchSampler | StratifiedSampler, constraints: StratifiedSampler
+    ) -> None:
+        self.objective = objective
+        self.constraints = constraints
+        self.rows = objective.rows
+        self.batch_size = objective.batch_size + constraints.batch_size
+        own = design_weights(objective)
+        if own is None:
+            own = torch.ones(objective.batch_size, dtype=torch.float64, device=self.rows.device)
+        self.objective_weights = torch.cat([own, torch.zeros_like(constraints.weights)])
+        self.constraint_weights = torch.cat([torch.zeros_like(own), constraints.weights])
+
+    def next(self) -> torch.Tensor:
+        return torch.cat([self.objective.next(), self.constraints.next()])
+
+    @property
+    def samples_drawn(self) -> int:
+        return self.objective.samples_drawn + self.constraints.samples_drawn
+
+    @property
+    def epochs(self) -> float:
+        return self.samples_drawn / self.rows.numel()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective.state_dict(),
+            "constraints": self.constraints.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state["objective"])
+        self.constraints.load_state_dict(state["constraints"])
+
+
+Sampler = MinibatchSampler | StratifiedSampler | ConstraintBatchSampler
+
+
 def build_sampler(
     rows: torch.Tensor,
     groups: torch.Tensor,
@@ -163,15 +224,42 @@ def build_sampler(
     *,
     min_group_count: int | None = None,
     rows_per_group: int | None = None,
-) -> MinibatchSampler | StratifiedSampler:
-    """The trainer's sampler: stratified when a quota option is set, plain otherwise."""
+    constraint_rows_per_group: int | None = None,
+) -> Sampler:
+    """The trainer's sampler: stratified when a quota option is set, plain otherwise, and
+    with its own balanced constraint draw when ``constraint_rows_per_group`` is set."""
     sizes = group_sizes(rows, groups, num_groups)
     counts = sampler_quotas(sizes, batch_size, min_group_count, rows_per_group)
     if counts is None:
-        return MinibatchSampler(rows, batch_size, seed)
-    return StratifiedSampler(rows, groups, num_groups, counts, seed)
+        sampler: MinibatchSampler | StratifiedSampler = MinibatchSampler(rows, batch_size, seed)
+    else:
+        sampler = StratifiedSampler(rows, groups, num_groups, counts, seed)
+    if constraint_rows_per_group is None:
+        return sampler
+    balanced = constraint_quotas(sizes, constraint_rows_per_group)
+    draw = StratifiedSampler(rows, groups, num_groups, balanced, seed + CONSTRAINT_STREAM)
+    return ConstraintBatchSampler(sampler, draw)
 
 
-def design_weights(sampler: MinibatchSampler | StratifiedSampler) -> torch.Tensor | None:
-    """Row weights for the sampler's batches (``None``: all rows weigh 1)."""
+def constraint_quotas(sizes: list[int], rows: int) -> list[int]:
+    """``rows`` rows of every group for the separate constraint draw.
+
+    Raises:
+        ValueError: a group with fewer training rows than that.
+    """
+    smallest = min(sizes)
+    if smallest < rows:
+        raise ValueError(f"a group has only {smallest} training rows, below {rows}")
+    return [rows] * len(sizes)
+
+
+def design_weights(sampler: Sampler) -> torch.Tensor | None:
+    """Row weights of the objective in the sampler's batches (``None``: all rows weigh 1)."""
+    if isinstance(sampler, ConstraintBatchSampler):
+        return sampler.objective_weights
     return sampler.weights if isinstance(sampler, StratifiedSampler) else None
+
+
+def constraint_weights(sampler: Sampler) -> torch.Tensor | None:
+    """Row weights of the constraints (``None``: the objective's, the rows are shared)."""
+    return sampler.constraint_weights if isinstance(sampler, ConstraintBatchSampler) else None

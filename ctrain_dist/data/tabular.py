@@ -7,6 +7,7 @@ never a per-sample ``Dataset``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 class TabularData:
     """Features, labels and group ids of every row, with the rows of each split.
 
-    Invariants: ``features`` is float32 ``[n, d]`` already standardised with statistics fitted
+    Invariants: ``features`` is float32 ``[n, d]`` (a user's ``data.factory`` may give rows
+    of any shape, ``[n, *input_shape]``) already standardised with statistics fitted
     on the train split only; ``labels`` is float32 ``[n]`` in {0, 1}; ``groups`` is int64 ``[n]``
     in ``0..len(group_names)-1``; ``splits`` maps each of ``SPLITS`` to a sorted int64 index
     tensor, the three disjoint and covering ``0..n-1``.
@@ -33,8 +35,14 @@ class TabularData:
     splits: dict[str, torch.Tensor]
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One row's shape: ``(d,)`` for a table, e.g. ``(1, 8, 8)`` for a user's images."""
+        return tuple(self.features.shape[1:])
+
+    @property
     def num_features(self) -> int:
-        return int(self.features.shape[1])
+        """Values per row (the product of :attr:`input_shape`)."""
+        return math.prod(self.input_shape)
 
     @property
     def num_groups(self) -> int:

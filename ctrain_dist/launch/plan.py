@@ -18,7 +18,13 @@ from typing import Any
 from ctrain_dist import store as store_module
 from ctrain_dist.errors import SpecError
 from ctrain_dist.files import LockHeld, held_or_refused
-from ctrain_dist.spec import SweepSpec, TrialSpec, pack_trials, packing_obstacle
+from ctrain_dist.spec import (
+    SweepSpec,
+    TrialSpec,
+    member_obstacle,
+    pack_trials,
+    packing_obstacle,
+)
 from ctrain_dist.store.layout import CHECKPOINTS, driver_lock_path
 from ctrain_dist.store.schema import STATUS, TERMINAL_STATUSES
 
@@ -69,14 +75,38 @@ def driver_lock(spec: SweepSpec, store_root: Path) -> Iterator[None]:
 def plan_packs(
     spec: SweepSpec, trials: list[TrialSpec], log: Callable[[str], None] = print
 ) -> list[list[TrialSpec]]:
-    """``trials`` (those still to run) in packs of up to ``seeds_per_trial`` seeds, with one
-    log line for each configuration that cannot be packed and runs one seed per trial."""
-    if spec.seeds_per_trial > 1:
+    """``trials`` (those still to run) in packs of up to ``seeds_per_trial`` seeds of up to
+    ``configurations_per_trial`` configurations (``spec.pack_trials``), with one log line for
+    each configuration that cannot be packed and runs one seed per trial, and, when
+    configurations pack, one for each hyperparameter that keeps configurations apart."""
+    if spec.seeds_per_trial > 1 or spec.configurations_per_trial > 1:
         obstacles = {trial.config_label: packing_obstacle(trial) for trial in trials}
         for label, obstacle in obstacles.items():
             if obstacle is not None:
                 log(f"{label}: {obstacle}; its seeds run one per trial")
-    return pack_trials(trials, spec.seeds_per_trial)
+    if spec.configurations_per_trial > 1:
+        for line in _apart(trials):
+            log(line)
+    return pack_trials(trials, spec.seeds_per_trial, spec.configurations_per_trial)
+
+
+def _apart(trials: list[TrialSpec]) -> list[str]:
+    """One line per (algorithm, hyperparameter) whose values differ among ``trials`` but
+    cannot differ within a pack (``spec.member_obstacle``), in a stable order."""
+    values: dict[tuple[str, str], set[str]] = {}
+    for trial in trials:
+        if packing_obstacle(trial) is None:
+            for name, value in trial.hyperparameters.items():
+                values.setdefault((trial.algorithm, name), set()).add(repr(value))
+    lines = []
+    for (algorithm, name), seen in sorted(values.items()):
+        obstacle = member_obstacle(algorithm, name) if len(seen) > 1 else None
+        if obstacle is not None:
+            lines.append(
+                f"{algorithm}: {obstacle}, so configurations that differ in it train in "
+                "separate packs"
+            )
+    return lines
 
 
 def checkpoint_path(store_root: Path, pack: Sequence[TrialSpec]) -> Path:
@@ -85,6 +115,22 @@ def checkpoint_path(store_root: Path, pack: Sequence[TrialSpec]) -> Path:
     ids = ",".join(trial.trial_id for trial in pack)
     key = hashlib.sha256(ids.encode()).hexdigest()[:16]
     return store_root / CHECKPOINTS / pack[0].sweep_id / f"{pack[0].trial_id}-{key}.pt"
+
+
+COMPILE_CACHE = "_compile_cache"
+"""The store's folder of Inductor's on-disk caches, one per node (``use_compile_cache``)."""
+
+
+def prepare_compile_cache(store_root: Path, pack: Sequence[TrialSpec]) -> None:
+    """For a pack with ``training.compile``: Inductor's on-disk cache in this process points at
+    ``<store>/_compile_cache/<host>`` (unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so every
+    process of the node, every SLURM job of the sweep and every later run share one cache
+    and a compile is paid once per node; per host, since Inductor builds for the host CPU."""
+    if pack[0].training.compile:
+        # Deferred: planning runs in torch-free commands too (``ctrain sweep --dry-run``).
+        from ctrain_dist.trial.compiled import use_compile_cache
+
+        use_compile_cache(store_root / COMPILE_CACHE)
 
 
 def drop_finished_checkpoint(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -57,10 +57,12 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
 from ctrain_dist import store as store_module
 from ctrain_dist.data.cache import open_tabular
-from ctrain_dist.data.config import AdultDataSpec
+from ctrain_dist.data.config import AdultDataSpec, CustomDataSpec
 from ctrain_dist.data.load import prepare_data
 from ctrain_dist.errors import SpecError
 from ctrain_dist.launch.plan import (
@@ -69,7 +71,11 @@ from ctrain_dist.launch.plan import (
     drop_finished_checkpoint,
     pending_trials,
     plan_packs,
+    prepare_compile_cache,
 )
+from ctrain_dist.launch.progress import ProgressCallback
+from ctrain_dist.launch.score import STEP_KEY, PackScore
+from ctrain_dist.launch.user_code import user_python_path
 from ctrain_dist.spec import SweepSpec, TrialSpec, require_batch_fits, require_device
 from ctrain_dist.store.layout import require_writable_root
 from ctrain_dist.store.schema import (
@@ -82,12 +88,15 @@ from ctrain_dist.store.schema import (
     STARTED_AT,
     STATUS,
     STATUS_ERROR,
+    STATUS_STOPPED,
+    STEPS,
     TEST,
     TRIAL_ID,
     final_column,
 )
 from ctrain_dist.trial import runner
-from ctrain_dist.trial.records import error_row
+from ctrain_dist.trial.probe import check_plugins
+from ctrain_dist.trial.records import error_row, trial_row
 
 _TIMESTAMP_COLUMNS = (STARTED_AT, ENDED_AT)
 FLUSH_SECONDS = 5.0
@@ -106,14 +115,18 @@ def _decode_trial_row(text: str) -> dict[str, Any]:
 
 
 class TuneSink:
-    """The loop's sink inside a Tune trial: every batch of rows becomes one ``report``."""
+    """The loop's sink inside a Tune trial: every batch of rows becomes one ``report``, with
+    the pack's tuning score beside it (``launch.score``: what a searcher or scheduler reads)."""
+
+    def __init__(self, tolerance: float = 0.0) -> None:
+        self.score = PackScore(tolerance)
 
     def evals(self, rows: list[dict[str, Any]]) -> None:
-        tune.report({"ctrain_evals": _encode(rows)})
+        tune.report({"ctrain_evals": _encode(rows), **self.score.evals(rows)})
 
     def finish(self, trial_row: dict[str, Any] | None) -> None:
         if trial_row is not None:
-            tune.report({"ctrain_trial": _encode(trial_row)})
+            tune.report({"ctrain_trial": _encode(trial_row), **self.score.finish(trial_row)})
 
 
 def pack_of(config: dict[str, Any]) -> list[TrialSpec]:
@@ -126,7 +139,9 @@ def run_trial(config: dict[str, Any]) -> None:
     rows (its ``error`` rows included) to the driver."""
     pack = pack_of(config)
     checkpoint = checkpoint_path(Path(config["store_root"]), pack)
-    rows = runner.run_pack(pack, TuneSink(), attempts=config["attempts"], checkpoint=checkpoint)
+    prepare_compile_cache(Path(config["store_root"]), pack)
+    sink = TuneSink(config.get("tolerance", 0.0))
+    rows = runner.run_pack(pack, sink, attempts=config["attempts"], checkpoint=checkpoint)
     drop_finished_checkpoint(checkpoint, rows)
 
 
@@ -192,6 +207,18 @@ class StoreCallback(tune.Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         self._record_failure(trial, retrying=True)
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """A ``stopped`` row for each seed of a pack that ended without its own row: the
+        tuning scheduler (ASHA) stopped it, and the row makes that verdict terminal."""
+        step = (trial.last_result or {}).get(STEP_KEY, 0)
+        for spec in pack_of(trial.config):
+            if spec.trial_id not in self.latest:
+                reason = f"stopped early by the tuning scheduler at step {step}"
+                row = trial_row(spec, uuid.uuid4().hex, STATUS_STOPPED, error=reason)
+                self._record({**row, STEPS: step})
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.flush()
@@ -276,7 +303,11 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: the process group is Ray's; the loop joins it. An exception is
     raised by ``run_pack`` on every rank (see ``runner``): Tune records and retries it."""
     os.environ["LOCAL_RANK"] = str(ray.train.get_context().get_local_rank())
-    runner.run_pack([TrialSpec.model_validate(config["trial"])], RayTrainSink())
+    checkpoint = Path(config["checkpoint"])  # every rank resumes from it; rank 0 saves it
+    rows = runner.run_pack(
+        [TrialSpec.model_validate(config["trial"])], RayTrainSink(), checkpoint=checkpoint
+    )
+    drop_finished_checkpoint(checkpoint, rows)  # rows: rank 0's only
 
 
 def run_trial_with_workers(config: dict[str, Any]) -> None:
@@ -288,7 +319,10 @@ def run_trial_with_workers(config: dict[str, Any]) -> None:
         per_worker["GPU"] = config["gpus_per_trial"] / workers
     TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"trial": trial.model_dump(mode="json")},
+        train_loop_config={
+            "trial": trial.model_dump(mode="json"),
+            "checkpoint": str(checkpoint_path(Path(config["store_root"]), [trial])),
+        },
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=bool(config["gpus_per_trial"]),
@@ -307,13 +341,18 @@ def _trainable(spec: SweepSpec, store_root: Path) -> tuple[Any, dict[str, Any]]:
     request = spec.resources
     if request.workers_per_trial == 1:
         resources = {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial}
-        fixed = {"attempts": spec.max_failures + 1, "store_root": str(store_root.resolve())}
+        fixed = {
+            "attempts": spec.max_failures + 1,
+            "store_root": str(store_root.resolve()),
+            "tolerance": spec.analysis.feasibility_tolerance,
+        }
         return tune.with_resources(run_trial, resources), fixed
     fixed = {
         "workers": request.workers_per_trial,
         "cpus_per_trial": request.cpus_per_trial,
         "gpus_per_trial": request.gpus_per_trial,
         "storage_path": str((store_root / "_train").resolve()),
+        "store_root": str(store_root.resolve()),
     }
     return tune.with_resources(run_trial_with_workers, {"cpu": WRAPPER_CPUS}), fixed
 
@@ -333,8 +372,9 @@ def preflight(spec: SweepSpec, store_root: Path, resume: bool) -> tuple[list[Tri
     (see :func:`~ctrain_dist.launch.plan.pending_trials`); ``--dry-run`` runs exactly this."""
     check_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     require_writable_root(store_root, "--store")
+    check_plugins(spec)  # user code on one minibatch (trial.probe), for library callers too
     pending, skipped = pending_trials(spec, store_root, resume)
-    if pending and not isinstance(spec.data, AdultDataSpec):
+    if pending and not isinstance(spec.data, AdultDataSpec | CustomDataSpec):
         # Built once here, before any job: a data problem exits 2 instead of failing trials,
         # and trials on this node map the finished cache instead of racing to build it.
         entry = prepare_data(spec.data, spec.split)
@@ -393,6 +433,19 @@ def _private_ray() -> Iterator[dict[str, Any]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass
+class TuneSearch:
+    """What a tuning study adds to the plain grid of pending packs (``launch.search``): a
+    searcher suggesting up to ``samples`` more packs (holding ``trials`` trials; ``skipped``
+    are the finished ones its history holds), a scheduler stopping packs early, or both."""
+
+    searcher: Searcher | None = None
+    scheduler: TrialScheduler | None = None
+    samples: int = 0
+    trials: int = 0
+    skipped: int = 0
+
+
 def run_sweep(
     spec: SweepSpec,
     store_root: Path,
@@ -400,23 +453,29 @@ def run_sweep(
     resume: bool = False,
     log: Callable[[str], None] = print,
     address: str | None = None,
+    search: Callable[[], TuneSearch] | None = None,
 ) -> SweepOutcome:
     """Run every trial of ``spec`` not yet finished in the store, on a local Ray.
 
     With ``address`` (``host:port`` of a running cluster's GCS, e.g. the one ``slurm`` starts
     inside an allocation) the driver joins that cluster instead of starting a local Ray.
+    ``search`` builds the tuning study's searcher and scheduler, under the driver lock, from
+    the store as it then is.
 
     Every refusal comes before the store is touched; the plan is then made again under the
     driver lock, since another driver may have run trials between the two.
     """
     pending, skipped = preflight(spec, store_root, resume)
-    if not pending:
+    if not pending and search is None:
         return _report_skipped(SweepOutcome(total=skipped, skipped=skipped), log)
     with driver_lock(spec, store_root):
         pending, skipped = pending_trials(spec, store_root, resume)
-        outcome = _report_skipped(SweepOutcome(total=len(pending) + skipped, skipped=skipped), log)
-        if pending:
-            _run_on_ray(spec, store_root, pending, outcome, log, address)
+        plan = search() if search else TuneSearch()
+        skipped += plan.skipped
+        total = len(pending) + plan.trials + skipped
+        outcome = _report_skipped(SweepOutcome(total=total, skipped=skipped), log)
+        if pending or plan.samples:
+            _run_on_ray(spec, store_root, pending, outcome, log, address, plan)
     return outcome
 
 
@@ -436,22 +495,28 @@ def _run_on_ray(
     outcome: SweepOutcome,
     log: Callable[[str], None],
     address: str | None,
+    search: TuneSearch,
 ) -> None:
     """Start (or join) Ray, tune ``pending``, and stop Ray again."""
     # Both read when Ray starts and when Tune builds its callbacks, not when Ray is imported.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Tune's new output engine prints its experiment table even at verbose=0; the legacy one
+    # at verbose=0 prints nothing, so ``launch.progress`` is the only display.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     with contextlib.ExitStack() as stack:
         where = {"address": address} if address else stack.enter_context(_private_ray())
+        python_path = user_python_path(spec)  # user modules reach every worker of the job
         ray.init(
             **where,
+            runtime_env={"env_vars": {"PYTHONPATH": python_path}} if python_path else None,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.ERROR,
             ignore_reinit_error=True,
         )
         stack.callback(ray.shutdown)
-        _tune(spec, store_root, pending, outcome, log, address)
+        _tune(spec, store_root, pending, outcome, log, address, search)
 
 
 def _tune(
@@ -461,26 +526,30 @@ def _tune(
     outcome: SweepOutcome,
     log: Callable[[str], None],
     address: str | None,
+    search: TuneSearch,
 ) -> None:
-    """The Tune run of ``pending`` on the Ray this process is connected to."""
+    """The Tune run of ``pending`` on the Ray this process is connected to: the grid of their
+    packs, or, with a searcher, its suggestions (which then include the pending packs)."""
     writer = store_module.StoreWriter(store_root, spec.name)
-    callback = StoreCallback(writer, len(pending), log)
+    callback = StoreCallback(writer, len(pending) + search.trials, log)
+    progress = ProgressCallback(callback, spec.analysis.feasibility_tolerance, spec.name, log)
     packs = plan_packs(spec, pending, log)  # the pending seeds only: resume is exact
     trainable, fixed = _trainable(spec, store_root)
+    grid = [[t.model_dump(mode="json") for t in pack] for pack in packs]
     tuner = tune.Tuner(
         trainable,
-        param_space={
-            "pack": tune.grid_search([[t.model_dump(mode="json") for t in pack] for pack in packs]),
-            **fixed,
-        },
+        param_space={**({} if search.searcher else {"pack": tune.grid_search(grid)}), **fixed},
         tune_config=tune.TuneConfig(
+            search_alg=search.searcher,
+            scheduler=search.scheduler,
+            num_samples=search.samples if search.searcher else 1,
             reuse_actors=spec.resources.reuse_actors and spec.resources.workers_per_trial == 1,
             max_concurrent_trials=_max_concurrent(spec, os.cpu_count() or 1),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str((store_root / "_tune").resolve()),
-            callbacks=[callback],
+            callbacks=[callback, progress],  # progress reads the store callback's counts
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=0,
         ),
@@ -488,6 +557,7 @@ def _tune(
     on = f"the Ray cluster at {address}" if address else "a local Ray"
     packed = f" in {len(packs)} packs" if len(packs) < len(pending) else ""
     log(f"running {len(pending)} trials{packed} of sweep {spec.name!r} on {on}")
-    tuner.fit()
+    with progress:
+        tuner.fit()
     callback.flush()
     outcome.statuses = callback.statuses

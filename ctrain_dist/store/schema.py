@@ -45,9 +45,11 @@ STARTED_AT = "started_at"
 ENDED_AT = "ended_at"
 WALL_TIME_S = "wall_time_s"
 STEPS = "steps"
+RESUMED_FROM_STEP = "resumed_from_step"
 SAMPLES = "samples"  # in evals too: samples drawn so far
 EPOCHS = "epochs"
 TRAIN_TIME_S = "train_time_s"
+COMPILE_TIME_S = "compile_time_s"
 WORKERS = "workers"
 PACKED_WITH = "packed_with"
 PLUGINS = "plugins"
@@ -99,7 +101,9 @@ GROUP_RATES: tuple[str, ...] = ("loss", "positive_rate", "tpr", "fpr", "ppv", "n
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS: tuple[str, ...] = (TRAIN, VAL, TEST)
 STATUS_FINISHED, STATUS_DIVERGED, STATUS_ERROR = "finished", "diverged", "error"
-TERMINAL_STATUSES: frozenset[str] = frozenset({STATUS_FINISHED, STATUS_DIVERGED})
+STATUS_STOPPED = "stopped"
+"""Stopped early by a tuning scheduler (ASHA): judged, so never run again; no final metrics."""
+TERMINAL_STATUSES: frozenset[str] = frozenset({STATUS_FINISHED, STATUS_DIVERGED, STATUS_STOPPED})
 """Outcomes of the algorithm: a trial whose kept attempt has one is never run again."""
 
 
@@ -251,7 +255,8 @@ TRIALS = TableSchema(
             STATUS,
             _STRING,
             "",
-            "`finished` (budget spent), `diverged` (non-finite loss at an evaluation point) or "
+            "`finished` (budget spent), `diverged` (non-finite loss at an evaluation point), "
+            "`stopped` (stopped early by the tuning scheduler; see `error` for the step) or "
             "`error` (the attempt raised; see `error`).",
         ),
         Column(
@@ -276,9 +281,24 @@ TRIALS = TableSchema(
             "`ended_at − started_at`: data loading and evaluation included.",
         ),
         Column(STEPS, _INT, "steps", "Algorithm steps taken."),
+        Column(
+            RESUMED_FROM_STEP,
+            _INT,
+            "steps",
+            "The step of the checkpoint the attempt resumed from (0: it trained from the "
+            "start; a seed of a pack that had ended before that checkpoint: its `steps`); "
+            "the attempt itself trained `steps − resumed_from_step` steps.",
+        ),
         Column(SAMPLES, _INT, "examples", "Training examples drawn (every oracle call)."),
         Column(EPOCHS, _FLOAT, "epochs", "`samples` / rows of the train split."),
         Column(TRAIN_TIME_S, _FLOAT, "s", "Training time, evaluation excluded."),
+        Column(
+            COMPILE_TIME_S,
+            _FLOAT,
+            "s",
+            "Time the attempt's steps spent compiling (`training.compile`; 0 eager), apart "
+            "from `train_time_s`, which excludes it: a seconds budget is not charged for it.",
+        ),
         Column(WORKERS, _INT, "processes", "Data-parallel ranks that trained the attempt."),
         Column(
             PACKED_WITH,

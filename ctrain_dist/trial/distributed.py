@@ -102,10 +102,17 @@ def exact_statistics(local: torch.Tensor, workers: Workers) -> torch.Tensor:
     """
     if not workers.distributed:
         return local
-    total = local.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    total = _summed_over_ranks(local.detach().clone())
     scaled = workers.world_size * local
     return total + (scaled - scaled.detach())
+
+
+@torch.compiler.disable
+def _summed_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` all-reduced in place by sum. Never traced by ``torch.compile``: a compiled
+    step (``compiled.py``) breaks its graph here and makes exactly the eager collective."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def local_slice(rows: torch.Tensor, workers: Workers) -> torch.Tensor:

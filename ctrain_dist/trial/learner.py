@@ -19,6 +19,7 @@ added to each call, read at evaluation points only, and part of the state that r
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -29,22 +30,36 @@ from torch import nn
 from ctrain_dist.algorithms import Sample, build_algorithm
 from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
 from ctrain_dist.data.sampler import MinibatchSampler
-from ctrain_dist.data.stratified import StratifiedSampler, build_sampler, design_weights
+from ctrain_dist.data.stratified import (
+    ConstraintBatchSampler,
+    StratifiedSampler,
+    build_sampler,
+    constraint_weights,
+    design_weights,
+)
+from ctrain_dist.data.streaming import StreamingData, StreamingSampler
 from ctrain_dist.data.tabular import SPLITS, TabularData
 from ctrain_dist.spec import TrialSpec
 from ctrain_dist.trial.distributed import Workers, exact_statistics, local_slice, wrap_model
 from ctrain_dist.trial.metrics import evaluate_split
 from ctrain_dist.trial.model import build_model
 
-Sampler = MinibatchSampler | StratifiedSampler
+Sampler = MinibatchSampler | StratifiedSampler | ConstraintBatchSampler | StreamingSampler
+Data = TabularData | StreamingData
+"""In memory, or a user's ``Dataset`` read per minibatch (``data/streaming.py``)."""
 
 
-def trial_data(trial: TrialSpec, data: TabularData, device: torch.device) -> TabularData:
+def trial_data(trial: TrialSpec, data: Data, device: torch.device) -> Data:
     """``data`` in the trial's dtype on ``device``."""
     return data.to(dtype=getattr(torch, trial.training.dtype), device=device)
 
 
-def trial_model(trial: TrialSpec, num_features: int, device: torch.device) -> nn.Module:
+def trial_model(
+    trial: TrialSpec,
+    num_features: int,
+    device: torch.device,
+    input_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
     """The trial's model (``model.build_model``) in its dtype on ``device``, initialised
     from its seed.
 
@@ -53,19 +68,22 @@ def trial_model(trial: TrialSpec, num_features: int, device: torch.device) -> nn
     """
     torch.manual_seed(trial.seed)
     dtype = getattr(torch, trial.training.dtype)
-    return build_model(trial.model, num_features, dtype).to(device)
+    return build_model(trial.model, num_features, dtype, input_shape).to(device)
 
 
-def trial_sampler(trial: TrialSpec, data: TabularData) -> Sampler:
-    """The trial's minibatch stream over ``data``'s training rows, fixed by its seed."""
+def trial_sampler(trial: TrialSpec, data: Data) -> Sampler:
+    """The trial's minibatch stream over ``data``'s training rows, fixed by its seed (drawn
+    where the rows are: a streamed dataset keeps them on the host for its loader)."""
+    rows = data.splits["train"]
     return build_sampler(
-        data.splits["train"],
-        data.groups,
+        rows,
+        data.groups.to(rows.device),
         data.num_groups,
         trial.training.batch_size,
         trial.seed,
         min_group_count=trial.training.min_group_count,
         rows_per_group=trial.training.rows_per_group,
+        constraint_rows_per_group=trial.training.constraint_rows_per_group,
     )
 
 
@@ -95,8 +113,9 @@ class Learner(ABC):
             first.algorithm,
             model.parameters(),
             problem.num_constraints,
-            first.hyperparameters,
+            [trial.hyperparameters for trial in trials] if self.packed else first.hyperparameters,
             seeds=len(trials) if self.packed else None,
+            equality=problem.equality,
         )
         self.samplers = [trial_sampler(trial, data) for trial in trials]
         self.estimates = 0
@@ -168,6 +187,11 @@ class Learner(ABC):
         )
 
 
+def rank_slice(workers: Workers, rows: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a global minibatch's rows (all of them in one process)."""
+    return local_slice(rows, workers) if workers.distributed else rows
+
+
 class ModelLearner(Learner):
     """One trial's model, algorithm and sampler; DDP when there are several workers.
 
@@ -179,27 +203,41 @@ class ModelLearner(Learner):
     packed = False
 
     def __init__(
-        self, trial: TrialSpec, data: TabularData, workers: Workers, device: torch.device
+        self, trial: TrialSpec, data: Data, workers: Workers, device: torch.device
     ) -> None:
         data = trial_data(trial, data, device)
-        model = trial_model(trial, data.num_features, device)
+        model = trial_model(trial, data.num_features, device, data.input_shape)
         self.workers = workers
         self.forward = wrap_model(model, workers, device)
         problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups, model))
         super().__init__([trial], data, model, problem)
+        if isinstance(data, StreamingData):
+            # Same rows as in memory; each rank's loader reads only its slice of them.
+            select = functools.partial(rank_slice, workers)
+            self.samplers = [data.stream(self.samplers[0], select)]
 
     def _draw(self) -> Estimate:
         (sampler,) = self.samplers
-        rows = sampler.next()
-        weights = design_weights(sampler)
+        if isinstance(sampler, StreamingSampler):
+            rows, features = sampler.next_batch()  # global rows; this rank's inputs
+            weights, for_constraints = sampler.weights, constraint_weights(sampler.inner)
+        else:
+            rows, features, weights = sampler.next(), None, design_weights(sampler)
+            for_constraints = constraint_weights(sampler)
+        if for_constraints is not None:
+            for_constraints = for_constraints.to(self.data.labels.device)
         if self.workers.distributed:
             rows = local_slice(rows, self.workers)
             weights = None if weights is None else local_slice(weights, self.workers)
-        logits = self.forward(self.data.features[rows]).squeeze(-1)
+            if for_constraints is not None:
+                for_constraints = local_slice(for_constraints, self.workers)
+        if features is None:
+            features = self.data.features[rows]
+        logits = self.forward(features).squeeze(-1)
         labels, groups = self.data.labels[rows], self.data.groups[rows]
         if not self.workers.distributed:
-            return self.problem.batch_estimate(logits, labels, groups, weights)
-        stats = self.problem.statistics(logits, labels, groups, weights)
+            return self.problem.batch_estimate(logits, labels, groups, weights, for_constraints)
+        stats = self.problem.statistics(logits, labels, groups, weights, for_constraints)
         return self.problem.estimate(exact_statistics(stats, self.workers))
 
     def seed_model(self, seed: int) -> nn.Module:

@@ -12,9 +12,11 @@ The loop knows neither Ray nor SLURM nor the store: it sends evaluation rows and
 Invariants:
 
 * time axis: ``time_s`` is training time only (the clock stops at evaluation points, after
-  queued CUDA work is done), so curves of algorithms with different evaluation costs compare
-  fairly; every row also carries ``step``, ``samples`` and ``epoch``, so analysis can plot
-  against any of the four.
+  queued CUDA work is done, and while a compiled step compiles: ``compiled.py``, recorded
+  apart as ``compile_time_s``), so curves of algorithms with different evaluation costs (or
+  compile caches) compare fairly, and a ``budget.seconds`` buys training steps only; every
+  row also carries ``step``, ``samples`` and ``epoch``, so analysis can plot against any of
+  the four.
 * evaluation at step 0, every ``eval_every`` steps and at the last step: the loop only ends
   at an evaluation point, so every attempt's curve ends where its ``trials`` row does.
 * divergence: a seed whose loss is non-finite at an evaluation point ends there with status
@@ -53,10 +55,12 @@ from ctrain_dist.files import write_atomically
 from ctrain_dist.spec import BudgetSpec, TrialSpec
 from ctrain_dist.store.schema import (
     ATTEMPT_ID,
+    COMPILE_TIME_S,
     CONSTRAINT_NAMES,
     DATASET,
     EPOCHS,
     GROUP_NAMES,
+    RESUMED_FROM_STEP,
     SAMPLES,
     SPLIT,
     STATUS,
@@ -67,6 +71,7 @@ from ctrain_dist.store.schema import (
     WORKERS,
     multiplier_column,
 )
+from ctrain_dist.trial.compiled import Step
 from ctrain_dist.trial.distributed import (
     Workers,
     any_rank,
@@ -153,6 +158,8 @@ class Loop:
         self.device = trial_device(self.training.device, local_rank())
         self.workers = join_workers(self.device)
         self.learner = learner_for(trials, self.data, self.workers, self.device)
+        self.step_once = Step(self.learner, self.training.compile)
+        """The learner's step, eager or compiled (``compiled.py``), which counts compile time."""
         self.sink = sink
         self.checkpoint = checkpoint
         self.packed_with = [trial.trial_id for trial in trials] if len(trials) > 1 else None
@@ -160,6 +167,8 @@ class Loop:
         self.train_seconds = 0.0
         self.checkpointed_at = 0.0
         """``train_seconds`` at the last checkpoint (for the time-based default)."""
+        self.resumed_from = 0
+        """The step of the checkpoint this attempt resumed from (0: from the start)."""
         self.summaries: dict[int, dict[str, Any]] = {}
         """Each ended seed's ``trials`` row (rank 0), by its index in the pack."""
 
@@ -180,7 +189,9 @@ class Loop:
 
         done = not self._active() or spent()
         while not done:
-            info = self.learner.algorithm.step(self.learner.estimate)
+            compiling = self.step_once.compile_seconds
+            info = self.step_once()
+            segment_start += self.step_once.compile_seconds - compiling  # not training time
             self.step += 1
             last = spent()
             if self.step % self.training.eval_every and not last:
@@ -252,6 +263,7 @@ class Loop:
                 SAMPLES: sampler.samples_drawn,
                 EPOCHS: sampler.epochs,
                 TRAIN_TIME_S: self.train_seconds,
+                COMPILE_TIME_S: self.step_once.compile_seconds,
             }
             self._finish(index)
 
@@ -272,6 +284,7 @@ class Loop:
             extra={
                 **counters,
                 WORKERS: self.workers.world_size,
+                RESUMED_FROM_STEP: min(self.resumed_from, counters[STEPS]),
                 DATASET: self.data.name,
                 CONSTRAINT_NAMES: json.dumps(self.learner.problem.names(self.data.group_names)),
                 GROUP_NAMES: json.dumps(list(self.data.group_names)),
@@ -298,8 +311,8 @@ class Loop:
         trial_ids = [seed.trial.trial_id for seed in self.seeds]
         if state["trial_ids"] != trial_ids:
             raise ValueError(f"checkpoint of trials {state['trial_ids']}, not {trial_ids}")
-        self.step = int(state["step"])
-        self.train_seconds = float(state["train_seconds"])
+        self.step = self.resumed_from = int(state["step"])
+        self.train_seconds = self.checkpointed_at = float(state["train_seconds"])
         self.learner.load_state_dict(state)
         for seed, saved in zip(self.seeds, state["seeds"], strict=True):
             seed.history = [{**row, **seed.base} for row in saved["history"]]

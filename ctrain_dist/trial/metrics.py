@@ -2,7 +2,7 @@
 
 Constraint values here are the strict ones (hard 0/1 rates, not training surrogates): a seed is
 judged feasible on what the deployed classifier does. ``max_violation`` is
-``max(0, max_i c_i)``, so a split is feasible exactly when it is 0.
+``max(0, max_i c_i)`` (``|h_i|`` for an equality), so a split is feasible exactly when it is 0.
 
 The paper's test metrics (Kliachkin et al., arXiv 2507.04033) are computed here, on the trial
 side, so every evaluation row and every ``final_<split>_*`` column carries them and analysis
@@ -183,9 +183,10 @@ def classification_metrics(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    chunks = [
-        model(features[i : i + EVAL_CHUNK_ROWS]) for i in range(0, len(features), EVAL_CHUNK_ROWS)
-    ]
+    """Logits of every row, in chunks (``features.chunk_rows`` when it says: a streamed
+    split's rows are read chunk by chunk, ``data/streaming.py``)."""
+    size = getattr(features, "chunk_rows", EVAL_CHUNK_ROWS)
+    chunks = [model(features[i : i + size]) for i in range(0, len(features), size)]
     return torch.cat(chunks).squeeze(-1)
 
 
@@ -214,7 +215,9 @@ def evaluate_split(
     )
     row: dict[str, float] = {
         OBJECTIVE: float(objective_value),
-        MAX_VIOLATION: float(c_host.clamp_min(0).max()) if c_host.numel() else 0.0,
+        MAX_VIOLATION: (
+            float(problem.violations(c_host).clamp_min(0).max()) if c_host.numel() else 0.0
+        ),
     }
     row.update({constraint_column(i): float(value) for i, value in enumerate(c_host)})
     row.update(

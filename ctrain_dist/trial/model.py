@@ -3,6 +3,7 @@ module from ``model.factory``."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -27,10 +28,24 @@ def build_mlp(num_features: int, hidden: Sequence[int], dtype: torch.dtype) -> n
     return nn.Sequential(*layers)
 
 
-def build_model(spec: ModelSpec, num_features: int, dtype: torch.dtype) -> nn.Module:
+def takes_input_shape(factory: object) -> bool:
+    """Whether a factory declares ``input_shape`` (older factories need not know of it)."""
+    try:
+        return "input_shape" in inspect.signature(factory).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # no signature to read (a builtin, say)
+        return False
+
+
+def build_model(
+    spec: ModelSpec,
+    num_features: int,
+    dtype: torch.dtype,
+    input_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
     """The model ``spec`` names: ``factory(num_features=, num_outputs=1, dtype=, **options)``
     when it has a factory (its parameters then cast to ``dtype``, whatever it built them
-    in), else the built-in MLP.
+    in), else the built-in MLP. A factory with an ``input_shape`` parameter is also given
+    one row's shape (``(1, 8, 8)`` for images; ``num_features`` is its product).
 
     Raises:
         TypeError: the factory returned something that is not an ``nn.Module``.
@@ -38,7 +53,8 @@ def build_model(spec: ModelSpec, num_features: int, dtype: torch.dtype) -> nn.Mo
     if spec.factory is None:
         return build_mlp(num_features, spec.hidden, dtype)
     factory = resolve(spec.factory)
-    model = factory(num_features=num_features, num_outputs=1, dtype=dtype, **spec.options)
+    shape = {"input_shape": input_shape or (num_features,)} if takes_input_shape(factory) else {}
+    model = factory(num_features=num_features, num_outputs=1, dtype=dtype, **shape, **spec.options)
     if not isinstance(model, nn.Module):
         raise TypeError(f"returned a {type(model).__name__}, not a torch.nn.Module")
     return model.to(dtype)

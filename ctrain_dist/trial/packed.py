@@ -21,6 +21,14 @@ Invariants, which make a packed seed indistinguishable from the same seed traine
   and attempt id, evaluated by ``metrics.evaluate_split`` on a view of its slice; only
   ``packed_with`` says it trained in a pack.
 
+Packed configurations (``configurations_per_trial``): the members may also be configurations
+of one algorithm that differ only in the scalar hyperparameters it reads per member
+(``Algorithm.member_hyperparameters``); those values become ``[K]`` tensors broadcast against
+the stacked parameters and duals (``algorithms.members``), so each member still steps exactly
+as alone. Anything else (a choice, a count, a shape, a budget) keeps configurations apart
+(``spec.pack_trials``), and a member's rows name its pack in ``packed_with`` as a seed's do;
+``tests/test_config_packing.py`` checks every such algorithm as below.
+
 Batched and plain matmuls sum in different orders, so "the same" means to rounding:
 ``tests/test_packed.py`` checks parameters, duals and metrics to 1e-10 after 100 float64 steps.
 
@@ -41,10 +49,11 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
-from ctrain_dist.data.stratified import design_weights
+from ctrain_dist.data.stratified import constraint_weights, design_weights
 from ctrain_dist.data.tabular import TabularData
-from ctrain_dist.spec import TrialSpec, packing_obstacle
+from ctrain_dist.spec import TrialSpec, can_share_a_pack, packing_obstacle
 from ctrain_dist.trial.learner import Learner, trial_data, trial_model
 
 
@@ -134,17 +143,22 @@ class _SeedModel(nn.Module):
 
 
 def check_pack(trials: Sequence[TrialSpec]) -> None:
-    """Refuse a pack whose seeds could not train exactly as alone (a programming error: the
-    spec validates ``seeds_per_trial`` and ``spec.pack_trials`` forms packs). A pack of one is
-    its trial alone, whatever its algorithm, constraints or budget."""
+    """Refuse a pack whose members could not train exactly as alone (a programming error:
+    the spec validates ``seeds_per_trial`` and ``configurations_per_trial``, and
+    ``spec.pack_trials`` forms packs). A pack of one is its trial alone, whatever its
+    algorithm, constraints or budget."""
     if not trials:
         raise ValueError("a pack needs at least one trial")
     if len(trials) == 1:
         return
-    if len({t.model_dump_json(exclude={"seed"}) for t in trials}) != 1:
-        raise ValueError("a pack's trials must differ in their seed only")
-    if len({t.seed for t in trials}) != len(trials):
-        raise ValueError("a pack's seeds must be distinct")
+    if not can_share_a_pack(list(trials)):
+        per_member = ", ".join(sorted(ALGORITHMS[trials[0].algorithm].member_hyperparameters))
+        raise ValueError(
+            "a pack's trials must differ in their seed only, or in the hyperparameters "
+            f"{trials[0].algorithm} reads per member ({per_member or 'none'})"
+        )
+    if len({t.trial_id for t in trials}) != len(trials):
+        raise ValueError("a pack's members must be distinct trials")
     obstacle = packing_obstacle(trials[0])
     if obstacle is not None:
         raise ValueError(obstacle)
@@ -168,7 +182,8 @@ class PackedLearner(Learner):
         problem = ConstrainedProblem(build_constraints(first.constraints, data.num_groups))
         super().__init__(trials, data, model, problem)
         self.weights = design_weights(self.samplers[0])
-        self.seed_statistics = torch.func.vmap(self._one_seed, in_dims=(0, 0, 0, None))
+        self.constraint_weights = constraint_weights(self.samplers[0])
+        self.seed_statistics = torch.func.vmap(self._one_seed, in_dims=(0, 0, 0, None, None))
 
     def _one_seed(
         self,
@@ -176,8 +191,9 @@ class PackedLearner(Learner):
         labels: torch.Tensor,
         groups: torch.Tensor,
         weights: torch.Tensor | None,
+        for_constraints: torch.Tensor | None,
     ) -> Estimate:
-        return self.problem.batch_estimate(logits, labels, groups, weights)
+        return self.problem.batch_estimate(logits, labels, groups, weights, for_constraints)
 
     def _draw(self) -> Estimate:
         """Every seed's fresh minibatch: mean losses ``[K]`` and readings ``[K, m]``."""
@@ -187,7 +203,7 @@ class PackedLearner(Learner):
         logits = self.model(features).squeeze(-1)
         labels = self.data.labels.index_select(0, rows).view(seeds, -1)
         groups = self.data.groups.index_select(0, rows).view(seeds, -1)
-        return self.seed_statistics(logits, labels, groups, self.weights)
+        return self.seed_statistics(logits, labels, groups, self.weights, self.constraint_weights)
 
     def seed_model(self, seed: int) -> nn.Module:
         return self.model.seed_model(seed)

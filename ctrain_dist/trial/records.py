@@ -23,6 +23,8 @@ from typing import Any
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.constraints import CONSTRAINTS
+from ctrain_dist.data.config import CustomDataSpec
+from ctrain_dist.data.factories import dataset_factory
 from ctrain_dist.plugins import describe, resolve
 from ctrain_dist.spec import TrialSpec
 from ctrain_dist.store.schema import (
@@ -166,6 +168,9 @@ def plugins_used(trial: TrialSpec) -> str | None:
     used: dict[str, dict[str, Any]] = {}
     if trial.model.factory is not None:
         used["model.factory"] = describe(resolve(trial.model.factory), trial.model.options)
+    if isinstance(trial.data, CustomDataSpec):
+        factory = dataset_factory(trial.data.factory)
+        used["data.factory"] = describe(factory, trial.data.options)
     for index, constraint in enumerate(trial.constraints):
         if constraint.kind not in CONSTRAINTS.builtins:
             cls = CONSTRAINTS[constraint.kind]

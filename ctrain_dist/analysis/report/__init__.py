@@ -8,7 +8,8 @@ frames → ``sections`` and ``study_sections`` lay the frames out as a ``Documen
 
 Files ``write_report`` puts in its folder: ``report.md`` (figures linked), ``report.html``
 (figures inlined; open or send it alone), ``table.tex`` (booktabs tables for a paper) and
-``convergence.png``, ``pareto.png``, ``profiles.png``, ``group_rates.png`` per sweep (named
+``convergence.png``, ``pareto.png``, ``profiles.png``, ``group_rates.png`` per sweep (with
+``tuning_curves.png`` and ``sensitivity.png`` for a tuning stage; named
 ``<sweep>.convergence.png`` … when the report has several sweeps), and
 ``critical_difference.png`` for a study across tasks.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctrain_dist.analysis.report import figures
+from ctrain_dist.analysis.report import figures, tuning_figures
 from ctrain_dist.analysis.report.build import (
     Comparison,
     Report,
@@ -37,6 +38,7 @@ from ctrain_dist.analysis.report.figures import plot_convergence
 from ctrain_dist.analysis.report.sections import CD_FIGURE, comparison_document, latex_tables
 from ctrain_dist.analysis.report.study import StudyReport, build_study
 from ctrain_dist.analysis.report.study_sections import figure_prefix, study_document
+from ctrain_dist.analysis.report.tuning_figures import SENSITIVITY_FIGURE, TUNING_FIGURE
 from ctrain_dist.store import Store
 
 __all__ = [
@@ -60,6 +62,9 @@ def _write_figures(report: Report, out: Path, prefix: str) -> None:
     figures.plot_pareto(report, out / f"{prefix}pareto.png")
     figures.plot_profiles(report, out / f"{prefix}profiles.png")
     figures.plot_group_rates(report, out / f"{prefix}group_rates.png")
+    if report.tuning is not None:
+        tuning_figures.plot_tuning_curves(report.tuning, out / f"{prefix}{TUNING_FIGURE}")
+        tuning_figures.plot_sensitivity(report.tuning, out / f"{prefix}{SENSITIVITY_FIGURE}")
 
 
 def damage_notice(store: Store, sweeps: Sequence[str] | None = None) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from ctrain_dist.analysis import stats
+from ctrain_dist.analysis.report.tuning import Tuning, build_tuning
 from ctrain_dist.analysis.study import SELECTION
 from ctrain_dist.store import Store
 from ctrain_dist.store.schema import (
@@ -142,6 +143,8 @@ class Report:
         pareto: per-seed test objective and max violation with ``on_front`` per algorithm.
         profiles: ``stats.performance_profile`` of each compared metric.
         convergence: ``stats.convergence_bands`` of test curves against each of ``CURVE_AXES``.
+        tuning: the tuning stage (``report.tuning``) when an algorithm tried several
+            configurations, else None.
     """
 
     sweep_ids: list[str]
@@ -160,6 +163,7 @@ class Report:
     pareto: pd.DataFrame = field(default_factory=pd.DataFrame)
     profiles: pd.DataFrame = field(default_factory=pd.DataFrame)
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tuning: Tuning | None = None
 
     @property
     def algorithms(self) -> list[str]:
@@ -211,6 +215,7 @@ def build_report(
         pareto=_pareto(selected),
         profiles=_profiles(selected, compared),
         convergence=convergence_frame(_selected_test_evals(store, sweep_id, selected)),
+        tuning=build_tuning(trials, selected, settings.tolerance),
     )
 
 

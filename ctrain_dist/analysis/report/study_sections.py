@@ -7,8 +7,9 @@ import pandas as pd
 from ctrain_dist.analysis.report.across import AcrossTasks
 from ctrain_dist.analysis.report.build import Report
 from ctrain_dist.analysis.report.document import Document, Figure, Section, Table
-from ctrain_dist.analysis.report.sections import CD_FIGURE, number, p_value, part_sections
+from ctrain_dist.analysis.report.sections import CD_FIGURE, number, p_value
 from ctrain_dist.analysis.report.study import StudyReport
+from ctrain_dist.analysis.report.tuning_sections import stages_section, tuned_part_sections
 from ctrain_dist.analysis.stats import tasks
 from ctrain_dist.analysis.study import CONFIRMATION
 from ctrain_dist.store.schema import ALGORITHM
@@ -100,7 +101,7 @@ def study_document(study: StudyReport) -> Document:
         return Document(
             "Constrained-training report: sweep "
             + (", ".join(f"`{s}`" for s in only.sweep_ids) or "(none)"),
-            part_sections(only),
+            tuned_part_sections(only),
         )
     sections = []
     for task in study.tasks:
@@ -108,7 +109,9 @@ def study_document(study: StudyReport) -> Document:
             heading = (
                 f"Task {task.task.name}, {ROLE_TEXT[report.role]}, sweep `{report.sweep_ids[0]}`"
             )
-            sections += part_sections(report, figure_prefix(study, report), heading)
+            sections += tuned_part_sections(report, figure_prefix(study, report), heading)
+        stages = stages_section(task.parts, task.task.name)
+        sections += [stages] if stages is not None else []
     if study.across is not None:
         sections.append(across_section(study.across, study.settings.alpha))
     names = ", ".join(f"`{t.task.name}`" for t in study.tasks) or "(none)"

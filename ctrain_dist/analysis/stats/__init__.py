@@ -16,6 +16,7 @@ One module per job, so the place a number is computed shows in its name:
 | ``pairwise`` | the lexicographic verdict family per pair; descriptive secondary differences |
 | ``profiles`` | performance profiles and Pareto fronts |
 | ``curves`` | convergence bands |
+| ``tuning_curves`` | expected best feasible validation objective of n configurations |
 | ``tasks`` | aggregates across tasks: normalised scores, stratified bootstrap, Friedman, CD |
 
 Shape conventions, the same in every module:
@@ -78,6 +79,7 @@ from ctrain_dist.analysis.stats.power import (
 from ctrain_dist.analysis.stats.profiles import pareto_front, performance_profile
 from ctrain_dist.analysis.stats.selection import select_configurations
 from ctrain_dist.analysis.stats.summary import DEFAULT_BY, SUMMARY_COLUMNS, summarise
+from ctrain_dist.analysis.stats.tuning_curves import sensitivity, tuning_curves
 from ctrain_dist.analysis.stats.two_sample import (
     feasibility_test,
     mann_whitney_u,
@@ -127,9 +129,11 @@ __all__ = [
     "seeds_needed",
     "seeds_needed_from_pilot",
     "select_configurations",
+    "sensitivity",
     "summarise",
     "t_interval",
     "trimmed_mean_interval",
+    "tuning_curves",
     "verdicts",
     "welch_interval",
     "welch_power",

@@ -41,6 +41,26 @@ def select_configurations(
         The rows of ``trials`` (errored ones included) that belong to the selected
         configurations.
     """
+    medians = configuration_medians(trials, objective_col, violation_col)
+    chosen = [
+        _best_configuration(configs, objective_col, violation_col, tolerance)
+        for _, configs in medians.groupby(ALGORITHM, sort=True)
+    ]
+    keys = pd.MultiIndex.from_frame(trials[[ALGORITHM, CONFIG_LABEL]])
+    return trials[keys.isin(chosen)]
+
+
+def configuration_medians(
+    trials: pd.DataFrame, objective_col: str, violation_col: str
+) -> pd.DataFrame:
+    """Per (algorithm, configuration): the median over its measured seeds of each column.
+
+    The one value a configuration is judged by, here and in ``tuning_curves``: a diverged
+    seed counts as +inf on both columns, errored seeds are left out.
+
+    Returns:
+        One row per configuration: ``algorithm, config_label, objective_col, violation_col``.
+    """
     rows = measured(trials)
     scores = pd.DataFrame(
         {
@@ -50,13 +70,7 @@ def select_configurations(
             violation_col: worst_scores(rows, violation_col),
         }
     )
-    medians = scores.groupby([ALGORITHM, CONFIG_LABEL], sort=True).median().reset_index()
-    chosen = [
-        _best_configuration(configs, objective_col, violation_col, tolerance)
-        for _, configs in medians.groupby(ALGORITHM, sort=True)
-    ]
-    keys = pd.MultiIndex.from_frame(trials[[ALGORITHM, CONFIG_LABEL]])
-    return trials[keys.isin(chosen)]
+    return scores.groupby([ALGORITHM, CONFIG_LABEL], sort=True).median().reset_index()
 
 
 def _best_configuration(

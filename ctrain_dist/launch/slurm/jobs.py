@@ -10,7 +10,9 @@ Allocation mode (:class:`AllocationSweep`) meets its tasks through files in the 
 a requeued run never reads the previous run's head address: the head writes ``head-address``,
 workers write ``joined-<rank>``, the head writes ``done`` when the sweep ends, and every task
 stops the Ray processes it started, by PID. Every such file is written atomically, so a task
-polling for one never reads it half written.
+polling for one never reads it half written; and what a task acts on (the token, the head's
+address, the PID records) is read only from the user's own files (``private_files``), in run
+folders created 0700, while each Ray node's temp dir is a fresh ``mkdtemp`` folder.
 """
 
 from __future__ import annotations
@@ -32,14 +34,21 @@ from ctrain_dist import store as store_module
 from ctrain_dist.data import TabularData
 from ctrain_dist.data.load import load_data
 from ctrain_dist.files import write_atomically
+from ctrain_dist.launch.plan import (
+    checkpoint_path,
+    drop_finished_checkpoint,
+    prepare_compile_cache,
+)
 from ctrain_dist.launch.slurm.environment import task_context
 from ctrain_dist.launch.slurm.layout import RayNode, ray_layout, token_path
 from ctrain_dist.launch.slurm.node_processes import (
     POLL_SECONDS,
     RayProcess,
+    node_temp_dir,
     ray_start_command,
     stop_leftovers,
 )
+from ctrain_dist.launch.slurm.private_files import make_private_folder, read_own, require_own_folder
 from ctrain_dist.launch.slurm.profile import ClusterProfile
 from ctrain_dist.spec import SweepSpec, TrialSpec
 from ctrain_dist.store.sink import StoreSink
@@ -105,7 +114,6 @@ def _ray_node(run: _TaskRun, head_address: str | None, timeout_s: float) -> Iter
         if head_address is None:
             write_atomically(run.attempt / "done", "")
         process.stop()
-        shutil.rmtree(run.temp_dir, ignore_errors=True)
         run.log(f"Ray {run.node.role} stopped")
 
 
@@ -122,13 +130,16 @@ class AllocationSweep(Checkpointable):
 
     def __call__(self) -> dict[str, Any] | None:
         context = task_context()
-        attempt = self.profile.job_folder / context.job_id / f"attempt-{context.restart}"
-        attempt.mkdir(parents=True, exist_ok=True)
+        job_folder = self.profile.job_folder
+        require_own_folder(job_folder)
+        attempt = make_private_folder(job_folder / context.job_id / f"attempt-{context.restart}")
         log = _TaskLog(attempt / f"task{context.rank}-{context.hostname}.log")
+        token = token_path(job_folder)
+        read_own(token, secret=True)  # Ray reads it; refused here if anyone else could
         env = {
             **os.environ,
             "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token_path(self.profile.job_folder)),
+            "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         os.environ.update(env)
@@ -147,16 +158,19 @@ class AllocationSweep(Checkpointable):
         run = _TaskRun(
             attempt=attempt,
             node=ray_layout(self.profile)[context.rank],
-            temp_dir=self.profile.ray_temp_dir / f"ctrain-{context.job_id}-{context.rank}",
+            temp_dir=node_temp_dir(self.profile.ray_temp_dir, context.job_id, context.rank),
             node_ip=node_ip,
             hostname=context.hostname,
             env=env,
             log=log,
         )
-        if context.rank == 0:
-            return self._head(run)
-        self._worker(run)
-        return None
+        try:
+            if context.rank == 0:
+                return self._head(run)
+            self._worker(run)
+            return None
+        finally:
+            shutil.rmtree(run.temp_dir, ignore_errors=True)
 
     def _head(self, run: _TaskRun) -> dict[str, Any]:
         from ctrain_dist.launch.ray_sweep import run_sweep  # loads Ray: see __call__
@@ -188,7 +202,7 @@ class AllocationSweep(Checkpointable):
         if done.exists():
             run.log("the head ended before this worker joined")
             return
-        address = head_file.read_text().strip()
+        address = read_own(head_file).strip()
         with _ray_node(run, address, self.profile.join_timeout_s) as ray_node:
             write_atomically(run.attempt / f"joined-{run.node.rank}", "")
             run.log(f"Ray worker joined {address} (pid {ray_node.process.pid}, {run.temp_dir})")
@@ -224,9 +238,12 @@ class ArrayTrials(Checkpointable):
     The packs were planned at submission (``plan_packs``, then whole packs per task: see
     :mod:`~ctrain_dist.launch.slurm.layout`). Every run drops from them the trials the store
     shows finished, so the seeds of a pack that a requeue cut short train together again and
-    a finished seed never trains twice. Returns counts by status (``skipped``: finished
-    before this run). A failed pack is retried by ``run_pack`` up to ``attempts`` times in
-    all, each failure an ``error`` row per seed; it never stops the task's other packs.
+    a finished seed never trains twice; and each pack checkpoints to the store's
+    ``_checkpoints/`` folder (``plan.checkpoint_path``, as in a Ray sweep), so a requeued pack
+    resumes from its last checkpoint, as a new attempt. Returns counts by status
+    (``skipped``: finished before this run). A failed pack is retried by ``run_pack`` up to
+    ``attempts`` times in all, each failure an ``error`` row per seed; it never stops the
+    task's other packs.
     """
 
     def __init__(self, store_root: Path, attempts: int) -> None:
@@ -245,7 +262,12 @@ class ArrayTrials(Checkpointable):
                 if not pending:
                     continue
                 data = _pack_data(pending[0], log)
-                rows = run_pack(pending, sink, data=data, attempts=self.attempts, log=log)
+                checkpoint = checkpoint_path(self.store_root, pending)
+                prepare_compile_cache(self.store_root, pending)
+                rows = run_pack(
+                    pending, sink, data=data, attempts=self.attempts, log=log, checkpoint=checkpoint
+                )
+                drop_finished_checkpoint(checkpoint, rows)
                 for row in rows:
                     statuses[row["status"]] += 1
                     label = f"{row['config_label']} seed {row['seed']}"

@@ -137,7 +137,7 @@ def describe_ray_layout(spec: SweepSpec, profile: ClusterProfile, pending: int) 
         ports = ", ".join(f"{name}={port}" for name, port in node.ports.items())
         lines.append(
             f"  task {node.rank} {node.role:<6} {node.cpus} CPUs, {node.gpus} GPUs, "
-            f"temp dir {profile.ray_temp_dir}/ctrain-<job>-{node.rank}; {ports}"
+            f"temp dir {profile.ray_temp_dir}/ctrain-<job>-{node.rank}-<random>; {ports}"
         )
     per_node = trials_per_node(spec, layout[0])
     lines += [

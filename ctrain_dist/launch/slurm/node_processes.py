@@ -14,13 +14,23 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ctrain_dist.files import write_atomically
 from ctrain_dist.launch.slurm.layout import RayNode
+from ctrain_dist.launch.slurm.private_files import read_own
 
 POLL_SECONDS = 0.5
+
+
+def node_temp_dir(parent: Path, job_id: str, rank: int) -> Path:
+    """A new folder for one Ray node's sockets, logs and session files: ``mkdtemp``'s (0700,
+    an unpredictable name), so no other user can prepare it or read it; the caller removes it.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"ctrain-{job_id}-{rank}-", dir=parent))
 
 
 def ray_start_command(
@@ -156,7 +166,7 @@ def stop_leftovers(job_dir: Path, rank: int, hostname: str) -> int:
     """
     killed = 0
     for record in job_dir.glob(f"attempt-*/ray-task{rank}.pids"):
-        content = json.loads(record.read_text())
+        content = json.loads(read_own(record))  # a planted record would pick the victims
         if content["host"] != hostname:
             continue
         for pid, start_time in content["processes"]:

@@ -8,8 +8,7 @@ jobs until they end. Following is only watching: the jobs do not depend on it.
 
 from __future__ import annotations
 
-import os
-import secrets
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +30,16 @@ from ctrain_dist.launch.slurm.layout import (
     describe_ray_layout,
     token_path,
 )
+from ctrain_dist.launch.slurm.private_files import (
+    UnsafeFile,
+    as_spec_error,
+    ensure_secret,
+    make_private_folder,
+)
 from ctrain_dist.launch.slurm.profile import ClusterProfile, load_profile
+from ctrain_dist.launch.user_code import user_python_path
 from ctrain_dist.spec import SweepSpec, TrialSpec
+from ctrain_dist.trial.probe import check_plugins
 
 
 class SlurmJobFailed(RuntimeError):
@@ -49,9 +56,11 @@ class _ScriptOnlyExecutor(submitit.SlurmExecutor):
 
 
 def make_executor(
-    profile: ClusterProfile, job_name: str, script_only: bool = False
+    profile: ClusterProfile, job_name: str, script_only: bool = False, python_path: str = ""
 ) -> submitit.SlurmExecutor:
-    """A submitit SLURM executor holding every directive of the profile."""
+    """A submitit SLURM executor holding every directive of the profile; ``python_path``
+    (``launch.user_code``: where the sweep's user modules are) is exported after the
+    profile's setup lines, so the job imports what the driver imported."""
     executor_class = _ScriptOnlyExecutor if script_only else submitit.SlurmExecutor
     executor = executor_class(
         folder=profile.job_folder / "%j", max_num_timeout=profile.requeues, python=profile.python
@@ -64,7 +73,7 @@ def make_executor(
         "cpus_per_task": profile.cpus_per_task,
         "signal_delay_s": profile.signal_delay_s,
         "array_parallelism": profile.array.parallelism,
-        "setup": list(profile.setup),
+        "setup": [*profile.setup, *python_path_setup(python_path)],
         "additional_parameters": dict(profile.sbatch_extra),
     }
     optional = {
@@ -78,6 +87,13 @@ def make_executor(
     parameters.update({k: v for k, v in optional.items() if v is not None})
     executor.update_parameters(**parameters)
     return executor
+
+
+def python_path_setup(python_path: str) -> list[str]:
+    """The job-script line that puts ``python_path`` first on the job's ``PYTHONPATH``."""
+    if not python_path:
+        return []
+    return [f'export PYTHONPATH={shlex.quote(python_path)}"${{PYTHONPATH:+:$PYTHONPATH}}"']
 
 
 def job_script(executor: submitit.SlurmExecutor, array_size: int | None = None) -> str:
@@ -97,20 +113,16 @@ def job_script(executor: submitit.SlurmExecutor, array_size: int | None = None) 
     )
 
 
-def ensure_token(job_folder: Path) -> Path:
-    """The job folder's Ray token file, created 0600 if missing (and forced back to 0600).
-
-    Created in place with ``O_EXCL``, not through ``write_atomically``: its temporary file
-    would be readable by others until renamed, and no job reads the token before submission.
-    """
-    job_folder.mkdir(parents=True, exist_ok=True)
-    path = token_path(job_folder)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    path.chmod(0o600)
-    return path
+def prepare_job_folder(profile: ClusterProfile) -> None:
+    """The job folder, created 0700 (an existing one must be the user's and not writable by
+    others: jobs execute the pickles in it), and in allocation mode its Ray token, created
+    0600; exit 2 (``cluster.job_folder``) naming what is refused."""
+    try:
+        make_private_folder(profile.job_folder)
+        if profile.mode == "allocation":
+            ensure_secret(token_path(profile.job_folder))
+    except UnsafeFile as error:
+        raise as_spec_error("cluster.job_folder", error) from None
 
 
 @dataclass
@@ -142,7 +154,10 @@ def dry_run_text(spec: SweepSpec, store_root: Path, profile: ClusterProfile, res
     """The job script submitit would submit and the layout; nothing is submitted or written."""
     check_fits(spec, profile)
     pending, _ = pending_trials(spec, store_root, resume)
-    executor = make_executor(profile, f"ctrain-{spec.name}", script_only=True)
+    check_plugins(spec)
+    executor = make_executor(
+        profile, f"ctrain-{spec.name}", script_only=True, python_path=user_python_path(spec)
+    )
     if profile.mode == "allocation":
         return f"{job_script(executor)}\n{describe_ray_layout(spec, profile, len(pending))}\n"
     notes: list[str] = []
@@ -164,16 +179,17 @@ def submit(
     check_fits(spec, profile)
     if shutil.which("sbatch") is None:
         raise SpecError("--cluster", "sbatch not found: run on a SLURM login node")
+    check_plugins(spec)  # user code on one minibatch (trial.probe), before any job
     store_root = store_root.absolute()
     pending, skipped = pending_trials(spec, store_root, resume)
-    executor = make_executor(profile, f"ctrain-{spec.name}")
+    prepare_job_folder(profile)
+    executor = make_executor(profile, f"ctrain-{spec.name}", python_path=user_python_path(spec))
     if not pending:
         jobs = []
     elif profile.mode == "array":
         tasks = _array_plan(spec, pending, profile, log)
         jobs = executor.map_array(ArrayTrials(store_root, spec.max_failures + 1), tasks)
     else:
-        ensure_token(profile.job_folder)
         jobs = [executor.submit(AllocationSweep(spec, store_root, profile))]
     submission = Submission(profile.mode, jobs, profile.job_folder, len(pending), skipped)
     if jobs:

@@ -1,0 +1,135 @@
+"""An Optuna search (with ASHA) whose driver is SIGKILLed mid-search, then resumed.
+
+``ctrain sweep`` runs as a subprocess in its own session on a private Ray; every process it
+starts inherits a marker in its environment, so the test kills its stragglers by pid and
+touches no other Ray. Done when (issue 18): the resumed search runs exactly its budget in
+total (per algorithm: ``configurations × seeds_per_configuration`` trials, the same for each),
+never trains a configuration twice, and never re-runs a trial the store held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctrain_dist import store
+from ctrain_dist.store.schema import TERMINAL_STATUSES
+
+SWEEP = "tuning-resume"
+CONFIGURATIONS, SEEDS, STEPS = 3, 2, 150
+SPEC = {
+    "name": SWEEP,
+    "data": {"dataset": "adult"},
+    "constraints": [{"kind": "loss_gap", "bound": 0.05}],
+    "training": {"batch_size": 64, "budget": {"steps": STEPS}, "eval_every": 50},
+    "algorithms": [
+        {"name": "sgd", "params": {"lr": {"loguniform": [1e-3, 0.3]}}},
+        {"name": "alm", "params": {"lr": {"loguniform": [1e-3, 0.3]}, "primal": "sgd"}},
+    ],
+    "tuning": {
+        "budget": {"configurations": CONFIGURATIONS},
+        "search": "optuna",
+        "seeds_per_configuration": SEEDS,
+        "scheduler": {"asha": {"grace_period": 50, "reduction_factor": 2}},
+    },
+    "seeds_per_trial": SEEDS,
+    "resources": {"max_concurrent_trials": 1},
+}
+
+
+def _marked_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+def _end_marked(marker: str, seconds: float) -> list[int]:
+    """SIGKILL every process carrying ``marker`` until none is left; those left after."""
+    deadline = time.monotonic() + seconds
+    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture
+def environment() -> Iterator[tuple[dict[str, str], str]]:
+    marker = f"CTRAIN_TUNING_TEST={uuid.uuid4().hex}"
+    ray_tmp = tempfile.mkdtemp(prefix="ctt-", dir="/tmp")  # short: Ray's socket paths
+    key, value = marker.split("=")
+    try:
+        yield {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}, marker
+    finally:
+        _end_marked(marker, 30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _ended(root: Path):
+    attempts = store.open(root).trials(SWEEP, all_attempts=True)
+    return attempts[attempts["status"].isin(TERMINAL_STATUSES)]
+
+
+@pytest.mark.slow
+def test_a_search_resumed_after_sigkill_runs_exactly_its_budget_without_repeats(
+    tmp_path: Path, environment
+) -> None:
+    env, marker = environment
+    spec, root = tmp_path / "spec.yaml", tmp_path / "store"
+    spec.write_text(yaml.safe_dump(SPEC))
+    command = [sys.executable, "-m", "ctrain_dist.cli", "sweep", str(spec), "--store", str(root)]
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 480
+        while len(_ended(root)) < SEEDS:  # one configuration's seeds in the store
+            if first.poll() is not None or time.monotonic() > deadline:
+                first.kill()
+                pytest.fail(f"no configuration ended in the store; log:\n{log.read_text()}")
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert _end_marked(marker, 60) == [], "processes outlived the killed driver"
+    before = _ended(root)
+    assert SEEDS <= len(before) < 2 * CONFIGURATIONS * SEEDS, "not killed mid-search"
+
+    resumed = subprocess.run(
+        [*command, "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        start_new_session=True,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "configurations in the store" in resumed.stdout
+    assert _end_marked(marker, 60) == []
+
+    ended = _ended(root)
+    assert ended["trial_id"].is_unique, "a trial ran twice"
+    assert set(before["attempt_id"]) <= set(ended["attempt_id"]), "a stored trial was re-run"
+    kept = store.open(root).trials(SWEEP)
+    assert len(kept) == len(ended) == 2 * CONFIGURATIONS * SEEDS
+    for algorithm, rows in kept.groupby("algorithm"):
+        seeds = rows.groupby("config_label")["seed"].apply(sorted)
+        assert len(seeds) == CONFIGURATIONS, (algorithm, seeds)  # the budget, no repeats
+        assert all(s == list(range(SEEDS)) for s in seeds), seeds
