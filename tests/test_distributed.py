@@ -299,9 +299,15 @@ def _rank_zero_fails(log_path: str) -> None:
 
 @pytest.mark.slow
 def test_a_rank_that_raises_ends_every_rank_and_reaches_the_launcher_without_a_retry(tmp_path):
-    """Rank 1 waits in a collective rank 0 never joins: only the launcher can end it."""
+    """Rank 1 waits in a collective rank 0 never joins: only the launcher can end it.
+
+    torch's launcher raises the error of the first failed rank it sees; when rank 1's
+    consequent "connection closed" ends at nearly the same moment as rank 0, that one may be
+    the rank it reports (seen once under load), so either message counts as reaching it."""
     log = tmp_path / "runner.log"
-    with pytest.raises(ProcessRaisedException, match="rank 0's sink broke"):
+    with pytest.raises(
+        ProcessRaisedException, match=r"rank 0's sink broke|Connection closed by peer"
+    ):
         distributed.launch_local(2, _rank_zero_fails, (str(log),))
     assert not log.exists(), "run_pack recorded or retried inside a process group"
 

@@ -28,12 +28,14 @@ from ctrain_dist import store
 from ctrain_dist.store.schema import TERMINAL_STATUSES
 
 SWEEP = "tuning-resume"
-CONFIGURATIONS, SEEDS, STEPS = 3, 2, 150
+# Trials long enough to outlast the driver's flush interval (launch/ray_sweep.py FLUSH_SECONDS):
+# with 150 steps an idle machine finished the whole search between two flushes, before the kill.
+CONFIGURATIONS, SEEDS, STEPS = 3, 2, 800
 SPEC = {
     "name": SWEEP,
     "data": {"dataset": "adult"},
     "constraints": [{"kind": "loss_gap", "bound": 0.05}],
-    "training": {"batch_size": 64, "budget": {"steps": STEPS}, "eval_every": 50},
+    "training": {"batch_size": 64, "budget": {"steps": STEPS}, "eval_every": 100},
     "algorithms": [
         {"name": "sgd", "params": {"lr": {"loguniform": [1e-3, 0.3]}}},
         {"name": "alm", "params": {"lr": {"loguniform": [1e-3, 0.3]}, "primal": "sgd"}},
@@ -42,7 +44,7 @@ SPEC = {
         "budget": {"configurations": CONFIGURATIONS},
         "search": "optuna",
         "seeds_per_configuration": SEEDS,
-        "scheduler": {"asha": {"grace_period": 50, "reduction_factor": 2}},
+        "scheduler": {"asha": {"grace_period": 100, "reduction_factor": 2}},
     },
     "seeds_per_trial": SEEDS,
     "resources": {"max_concurrent_trials": 1},
