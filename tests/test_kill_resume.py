@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from marked_processes import kill_marked
 
 from ctrain_dist import store
 from ctrain_dist.launch.plan import checkpoint_path
@@ -144,29 +145,6 @@ def _assert_resumed_exactly(
 # --- a local Ray sweep, its process group SIGKILLed -------------------------------------------
 
 
-def _marked_processes(marker: str) -> list[int]:
-    """Pids of live processes whose environment carries ``marker`` (the sweep and its Ray)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes().split(
-                b"\0"
-            ):
-                found.append(int(entry.name))
-    return found
-
-
-def _kill_marked(marker: str, seconds: float = 60) -> list[int]:
-    """SIGKILL every marked process until none is left; returns those left after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    return left
-
-
 @pytest.fixture
 def sweep_environment() -> Iterator[tuple[dict[str, str], str]]:
     """The sweeps' environment: a process marker and a private Ray temp dir, cleaned up."""
@@ -176,7 +154,7 @@ def sweep_environment() -> Iterator[tuple[dict[str, str], str]]:
     try:
         yield {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}, marker
     finally:
-        _kill_marked(marker)
+        kill_marked(marker)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -217,7 +195,7 @@ def test_a_sweep_killed_mid_trial_resumes_each_trial_from_its_last_checkpoint(
             time.sleep(0.05)
         os.killpg(first.pid, signal.SIGKILL)  # driver, Ray and trial workers: a lost machine
         first.wait()
-    assert _kill_marked(marker) == [], "processes outlived the kill"
+    assert kill_marked(marker) == [], "processes outlived the kill"
     at_kill = {trial_id: _checkpoint_step(path) for trial_id, path in paths.items()}
 
     resumed = subprocess.run(

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from marked_processes import marked_processes
 
 from ctrain_dist import store
 
@@ -42,30 +43,15 @@ def _command(root: Path, *extra: str) -> list[str]:
     return [*command, *overrides, "--store", str(root), *extra]
 
 
-def _marked_processes(marker: str) -> list[int]:
-    """Pids of live processes whose environment carries ``marker`` (the sweep and its Ray)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environment = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environment.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_for_no_marked_processes(marker: str, seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
+    while (left := marked_processes(marker)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
 
 
 def _kill_marked(marker: str) -> None:
-    for pid in _marked_processes(marker):
+    for pid in marked_processes(marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -18,22 +18,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from marked_processes import marked_processes
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 LISTEN = "0A"
 LOOPBACK = ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
 """127.0.0.1 as /proc/net/tcp writes it, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp6 does."""
-
-
-def _marked(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes().split(
-                b"\0"
-            ):
-                found.append(int(entry.name))
-    return found
 
 
 def _environment_of(pid: int) -> dict[str, str]:
@@ -95,7 +85,7 @@ def test_a_local_sweep_listens_on_loopback_only_and_keeps_its_token_private(tmp_
         addresses: list[str] = []
         tokens: set[str] = set()
         while sweep.poll() is None and time.monotonic() < deadline:
-            pids = _marked(marker)
+            pids = marked_processes(marker)
             addresses += _listening(_socket_inodes(pids))
             for pid in pids:
                 with contextlib.suppress(OSError):

@@ -9,7 +9,6 @@ never trains a configuration twice, and never re-runs a trial the store held.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from marked_processes import kill_marked
 
 from ctrain_dist import store
 from ctrain_dist.store.schema import TERMINAL_STATUSES
@@ -51,27 +51,6 @@ SPEC = {
 }
 
 
-def _marked_processes(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-    return found
-
-
-def _end_marked(marker: str, seconds: float) -> list[int]:
-    """SIGKILL every process carrying ``marker`` until none is left; those left after."""
-    deadline = time.monotonic() + seconds
-    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    return left
-
-
 @pytest.fixture
 def environment() -> Iterator[tuple[dict[str, str], str]]:
     marker = f"CTRAIN_TUNING_TEST={uuid.uuid4().hex}"
@@ -80,7 +59,7 @@ def environment() -> Iterator[tuple[dict[str, str], str]]:
     try:
         yield {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}, marker
     finally:
-        _end_marked(marker, 30)
+        kill_marked(marker, 30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -110,7 +89,7 @@ def test_a_search_resumed_after_sigkill_runs_exactly_its_budget_without_repeats(
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
-    assert _end_marked(marker, 60) == [], "processes outlived the killed driver"
+    assert kill_marked(marker, 60) == [], "processes outlived the killed driver"
     before = _ended(root)
     assert SEEDS <= len(before) < 2 * CONFIGURATIONS * SEEDS, "not killed mid-search"
 
@@ -124,7 +103,7 @@ def test_a_search_resumed_after_sigkill_runs_exactly_its_budget_without_repeats(
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "configurations in the store" in resumed.stdout
-    assert _end_marked(marker, 60) == []
+    assert kill_marked(marker, 60) == []
 
     ended = _ended(root)
     assert ended["trial_id"].is_unique, "a trial ran twice"
