@@ -6,8 +6,10 @@ thread, loss-gap bound 0.05). Candidates, each with its own model and state:
 - ``framework:<label>``: ``bench_trainer.framework_step`` for a trial of the algorithm with
   the options in :data:`CONFIGURATIONS` (the whole oracle, the step, the budget check);
 - ``bare:<label>``: the same update written as a minimal loop (``bench_trainer._Bare``: a
-  permutation sliced into batches, the loss-gap values inline from two masks), with a
-  ``torch.optim.SGD`` primal step as the framework takes it;
+  permutation sliced into batches, the loss-gap values inline from two masks), with the
+  framework's ``primal: sgd`` arithmetic at its cheapest (``_Bare.sgd_step``:
+  ``torch.optim.SGD``'s ``add_(g, alpha=-lr)`` as one multi-tensor call, what the framework
+  runs, ``algorithms/plain_sgd.py``);
 - ``bare:adam``: a bare Adam step, the common baseline; ``framework:alm`` against its twin
   is the reference pair: the framework's plumbing (sampler, statistics, empty-group masks)
   without any of the newer options.
@@ -63,16 +65,15 @@ def trial_specs() -> dict[str, TrialSpec]:
 
 
 class _BareWithSGD(_Bare):
-    """A bare loop whose primal step is ``torch.optim.SGD``, as the framework's is."""
+    """A bare loop whose primal step is the framework's ``primal: sgd`` arithmetic."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
         super().__init__(*tensors)
-        self.optimizer = torch.optim.SGD(self.params, lr=LR)
         self.duals = torch.zeros(2, device=self.features.device)
 
     def primal_step(self, target: torch.Tensor) -> None:
         self.backward(target)
-        self.optimizer.step()
+        self.sgd_step(LR)
 
 
 class BareIALM(_BareWithSGD):

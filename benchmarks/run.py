@@ -9,7 +9,9 @@ step against hand-written loops), ``compile`` (compiled steps against eager loop
 times, ``bench_compile.py``), ``sweep`` (efficiency of many short trials), ``ddp`` (one
 process against two), ``data`` (cache prepare and load, ``bench_data.py``), ``store`` (write,
 read, compact, ``bench_store.py``), ``streaming`` (a user's ``Dataset`` read per minibatch
-against the same data in memory, ``bench_streaming.py``), ``config_packing`` (configurations
+against the same data in memory, ``bench_streaming.py``), ``packed_factory`` (3 seeds of the
+digits CNN packed through ``vmap`` against 3 single trials, ``bench_packed_factory.py``),
+``config_packing`` (configurations
 packed into one trial against separate trials, and the driver's CPU per trial at 200 to 2,000
 trials, ``bench_config_packing.py``), ``algorithms`` (iALM, SPBM and ALM's options against
 hand-written twins, ``bench_algorithms.py``). Absolute times
@@ -49,6 +51,7 @@ SECTIONS = (
     "data",
     "store",
     "streaming",
+    "packed_factory",
     "config_packing",
     "algorithms",
 )

@@ -109,14 +109,30 @@ class ConstraintSpec(StrictModel):
         description="an equality: the value must be 0 (a rate equal to its bound), with a "
         "free-sign multiplier; rate_bound and user kinds (a gap is two-sided already: bound 0)",
     )
+    dual_lr: float | None = Field(
+        None,
+        gt=0,
+        description="this constraint's own dual step size, in place of the algorithm's dual_lr "
+        "(alm, ssl_alm, nupi)",
+    )
+    dual_bound: float | None = Field(
+        None,
+        gt=0,
+        description="this constraint's own multiplier bound, in place of the algorithm's "
+        "dual_bound (alm, ssl_alm, nupi, ialm)",
+    )
 
     @model_serializer(mode="wrap")
     def _equality_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``equality`` is written only when true, so the trial ids of inequality-only specs,
-        which hash this dump, are what they were before the field existed."""
+        """``equality``, ``dual_lr`` and ``dual_bound`` are written only when set, so the
+        trial ids of specs without them, which hash this dump, are what they were before the
+        fields existed."""
         dumped = handler(self)
         if not self.equality:
             dumped.pop("equality", None)
+        for name in ("dual_lr", "dual_bound"):
+            if getattr(self, name) is None:
+                dumped.pop(name, None)
         return dumped
 
     @field_validator("kind")
@@ -313,6 +329,26 @@ class SweepSpec(StrictModel):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _dual_overrides_taken(self) -> SweepSpec:
+        """A constraint's own ``dual_lr`` / ``dual_bound`` goes only to constrained algorithms
+        with that dual step or bound (``Algorithm.dual_overrides``)."""
+        for index, constraint in enumerate(self.constraints):
+            for name in ("dual_lr", "dual_bound"):
+                if getattr(constraint, name) is None:
+                    continue
+                for algorithm in self.algorithms:
+                    cls = ALGORITHMS[algorithm.name]
+                    if cls.constrained and name not in cls.dual_overrides:
+                        takers = sorted(
+                            n for n, c in ALGORITHMS.items() if name in c.dual_overrides
+                        )
+                        raise ValueError(
+                            f"constraints[{index}].{name}: {algorithm.name} has no {name} to "
+                            f"set per constraint; drop it or use {', '.join(takers)}"
+                        )
+        return self
+
     def trial_count(self) -> int:
         """How many trials :meth:`trials` would build, computed without building them."""
         seeds = self.seeds if isinstance(self.seeds, int) else len(self.seeds)
@@ -409,14 +445,37 @@ class TrialSpec(StrictModel):
 
 
 def packing_obstacle(trial: TrialSpec) -> str | None:
-    """Why ``trial`` cannot train packed with other seeds, or None when it can."""
+    """Why ``trial`` cannot train packed with other seeds, or None when it can (for user
+    code, as far as the driver's probe found: :func:`record_packing_obstacle`)."""
     if not ALGORITHMS[trial.algorithm].batchable:
         return f"{trial.algorithm} solves per-seed subproblems on the host and cannot batch seeds"
     if any(c.kind == "weight_norm" for c in trial.constraints):
         return "the weight_norm constraint reads one model's weights and cannot batch seeds"
-    if trial.model.factory is not None:
-        return "packing stacks only the built-in MLP; a model.factory model trains alone"
-    return None
+    return _USER_CODE_OBSTACLES.get(_user_code_key(trial)) if _USER_CODE_OBSTACLES else None
+
+
+_USER_CODE_OBSTACLES: dict[str, str] = {}
+"""Why user code cannot train packed, as the driver's probe found it on one minibatch
+(``trial.probe``: a ``model.factory`` model or a constraint class that ``vmap`` cannot batch
+exactly), by :func:`_user_code_key`. Only running the code can tell, so the probe records its
+finding here before any pack is planned, and :func:`packing_obstacle` reads it."""
+
+
+def _user_code_key(trial: TrialSpec) -> str:
+    """What the probe's finding depends on: the data, model, constraints and dtype."""
+    payload = trial.model_dump(mode="json", include={"data", "split", "model", "constraints"})
+    return json.dumps([payload, trial.training.dtype], sort_keys=True)
+
+
+def record_packing_obstacle(trial: TrialSpec, obstacle: str | None) -> None:
+    """Note that the user code of ``trial`` (and of every trial sharing its data, model,
+    constraints and dtype) trains one seed per trial, and why (``trial.probe``); None
+    forgets an earlier finding (the probe starts afresh: the user may have changed the code)."""
+    key = _user_code_key(trial)
+    if obstacle is None:
+        _USER_CODE_OBSTACLES.pop(key, None)
+    else:
+        _USER_CODE_OBSTACLES[key] = obstacle
 
 
 def member_obstacle(algorithm: str, name: str) -> str | None:

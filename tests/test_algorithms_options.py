@@ -24,11 +24,14 @@ OPTIONS = [
     ("alm", {"augmentation": "none", "order": "dual_primal", "primal": "adam", "lr": 0.01}),
     ("alm", {"order": "primal_dual", "dual_momentum": 0.3}),
     ("alm", {"order": "extragradient"}),
+    ("alm", {"order": "extragradient", "primal": "adam", "lr": 0.01, "augmentation": "quadratic"}),
     ("ialm", {"growth": 1.05, "max_penalty": 2.0, "dual_momentum": 0.5}),
     ("spbm", {"penalty_update": "aimd", "penalty_mult": 0.9, "inner_steps": 2}),
     ("spbm", {"penalty_update": "alm", "rho": 3.0, "max_penalty": 10.0, "annealing_period": 3}),
     ("spbm", {"function": "quadratic_reciprocal", "primal": "momentum", "momentum": 0.5}),
     ("switching_subgradient", {"tol": 0.5, "tol_rule": "diminishing", "decide_on": "independent"}),
+    ("switching_subgradient", {"tol": 1.5, "output": "random"}),
+    ("switching_subgradient", {"tol": 1.5, "output": "average", "step_rule": "diminishing"}),
 ]
 IDS = [f"{name}-{'-'.join(map(str, settings.values()))}" for name, settings in OPTIONS]
 
@@ -107,7 +110,6 @@ def test_options_never_read_a_tensor_value_on_the_host(name, settings):
     ("name", "settings", "refused"),
     [
         ("alm", {"augmentation": "none", "rho": 2.0}, "rho is read by augmentation"),
-        ("alm", {"order": "extragradient", "primal": "adam"}, "takes primal sgd"),
         ("alm", {"order": "extragradient", "restart": True}, "no dual_momentum or restart"),
         ("spbm", {"rho": 2.0}, "rho is read by penalty_update alm"),
         ("spbm", {"anneal_penalty_mult": False}, "only with an annealing_period"),
@@ -165,3 +167,38 @@ def test_switching_subgradient_tolerance_diminishes_as_one_over_root_k():
 
     shares = [algorithm.step(estimate)["objective_step_share"].item() for _ in range(4)]
     assert shares == pytest.approx([1.0, 1.0, 2 / 3, 0.5])
+
+
+def test_an_alm_checkpoint_from_before_dual_momentum_resumes_on_the_same_trajectory():
+    """A state_dict shaped as the older ``alm``'s (duals and optimizer, no ``direction``)
+    loads, and the run goes on as the uninterrupted one: without dual momentum the buffer is
+    unread, and its fresh value (zero) is what a first momentum step would start from."""
+    x, estimate, generator = _problem(start=3.0, sigma=0.1)
+    algorithm = build_algorithm("alm", [x], 1, {"primal": "adam", "lr": 0.01})
+    for _ in range(5):
+        algorithm.step(estimate)
+    old = {k: v for k, v in copy.deepcopy(algorithm.state_dict()).items() if k != "direction"}
+    assert set(old) == {"iteration", "duals", "optimizer"}
+    saved_x, saved_oracle = x.detach().clone(), generator.get_state()
+    for _ in range(5):
+        algorithm.step(estimate)
+
+    y, other_estimate, other_generator = _problem(start=50.0, sigma=0.1, seed=9)
+    with torch.no_grad():
+        y.copy_(saved_x)
+    other_generator.set_state(saved_oracle)
+    resumed = build_algorithm("alm", [y], 1, {"primal": "adam", "lr": 0.01})
+    resumed.load_state_dict(old)
+    for _ in range(5):
+        resumed.step(other_estimate)
+    assert torch.equal(y, x)
+    assert_bitwise_equal(resumed.state_dict(), algorithm.state_dict())
+
+
+def test_a_state_dict_missing_a_state_attribute_that_was_always_there_is_refused():
+    x, estimate, _ = _problem(start=3.0)
+    algorithm = build_algorithm("alm", [x], 1, {})
+    algorithm.step(estimate)
+    state = {k: v for k, v in algorithm.state_dict().items() if k != "duals"}
+    with pytest.raises(KeyError, match="duals"):
+        build_algorithm("alm", [x], 1, {}).load_state_dict(state)

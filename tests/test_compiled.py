@@ -1,13 +1,15 @@
 """Compiled steps (``training.compile``) follow the eager trajectory, for every algorithm.
 
-100 float64 steps of the same trial, one learner eager and one with its oracle compiled
-(``default`` mode: Dynamo and Inductor, forward and backward): parameters, multipliers and
+100 float64 steps of the same trial, one learner eager and one compiled (``default`` mode:
+Dynamo and Inductor; the whole step as one graph for ALM, SSL-ALM, iALM and the switching
+method, the oracle alone for the others): parameters, multipliers and
 every tensor of the algorithm's state (the switching method's count of objective steps among
 them, so its branch decisions too) agree to
 1e-10 relative. A ``state_dict`` taken in one mode resumes in the other. Compiling is slow
 (about 20 s a step on two shared cores, more under load), so the model is small and every
 test here is ``slow``; the compiled oracle does not depend on the algorithm, so Dynamo's
-process-wide cache serves every algorithm after the first: one compile per shape.
+process-wide cache serves every oracle-only algorithm after the first (one compile per shape),
+and each whole-step algorithm's graph serves its later tests.
 """
 
 from __future__ import annotations
@@ -113,9 +115,32 @@ def test_a_compiled_step_follows_the_eager_trajectory(algorithm, data):
     eager = ModelLearner(trial, data, Workers(), CPU)
     compiled = ModelLearner(trial, data, Workers(), CPU)
     _run(Step(eager, False), STEPS)
-    _run(Step(compiled, "default"), STEPS)
+    step = Step(compiled, "default")
+    _run(step, STEPS)
     _assert_same(eager, compiled)
     assert compiled.samplers[0].samples_drawn == eager.samplers[0].samples_drawn
+    assert step.whole == type(compiled.algorithm).compiles_whole
+
+
+def test_a_step_that_cannot_be_traced_whole_falls_back_to_its_compiled_oracle(data):
+    trial = _trial("alm")
+    eager, compiled = (ModelLearner(trial, data, Workers(), CPU) for _ in range(2))
+    algorithm = compiled.algorithm
+    step_of = type(algorithm).step
+
+    def breaking_the_graph(estimate):  # as a host read would; a whole step refuses it
+        info = step_of(algorithm, estimate)
+        torch._dynamo.graph_break()
+        return info
+
+    algorithm.step = breaking_the_graph
+    step = Step(compiled, "default")
+    with pytest.warns(RuntimeWarning, match="cannot be compiled whole"):
+        _run(step, 10)
+    _run(Step(eager, False), 10)
+    assert not step.whole and not algorithm.gradients_by_grad
+    assert isinstance(algorithm.optimizer, torch.optim.SGD)
+    _assert_same(eager, compiled)
 
 
 def test_the_switching_method_takes_the_same_branches_compiled(data):
@@ -186,12 +211,18 @@ class _Rows:
         self.trials.append(row)
 
 
-def test_a_trial_records_its_compile_time_and_the_next_of_its_shape_compiles_nothing(data):
-    """What a reused Ray actor sees: the second trial of a shape finds its graphs compiled."""
+@pytest.mark.parametrize("algorithm, changed", [("nupi", {}), ("alm", {"lr": 0.02, "rho": 2.0})])
+def test_a_trial_records_its_compile_time_and_the_next_of_its_shape_compiles_nothing(
+    algorithm, changed, data
+):
+    """What a reused Ray actor sees: the second trial of a shape finds its graphs compiled,
+    the oracle's (νPI) or the whole step's (ALM), whose step sizes are graph inputs: another
+    seed with other values of them is the same graph."""
     rows = []
-    for seed in (3, 4):
-        trial = _trial("nupi", compile="default", eval_every=50)
-        (row,) = train([trial.model_copy(update={"seed": seed})], _Rows(), data=data)
+    for seed, settings in ((3, {}), (4, changed)):
+        trial = _trial(algorithm, compile="default", eval_every=50)
+        update = {"seed": seed, "hyperparameters": {**trial.hyperparameters, **settings}}
+        (row,) = train([trial.model_copy(update=update)], _Rows(), data=data)
         rows.append(row)
     assert [row[STATUS] for row in rows] == [STATUS_FINISHED] * 2
     assert rows[0][COMPILE_TIME_S] >= 0.0

@@ -42,6 +42,11 @@ CONFIGS = {
         {"lr": 0.005, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.01},
         {"lr": 0.002, "beta1": 0.7, "beta2": 0.9, "weight_decay": 0.001},
     ],
+    "fairret": [
+        {"lr": 0.05, "weight": 0.5, "weight_decay": 0.0},
+        {"lr": 0.1, "weight": 2.0, "weight_decay": 0.01},
+        {"lr": 0.02, "weight": 0.1, "weight_decay": 0.001},
+    ],
     "penalty": [
         {"lr": 0.05, "weight": 1.0, "weight_decay": 0.0},
         {"lr": 0.1, "weight": 5.0, "weight_decay": 0.01},
@@ -84,6 +89,58 @@ CONFIGS = {
             "nu": 0.9,
             "kappa_p": 0.0,
             "kappa_i": 0.5,
+        },
+    ],
+    "ialm": [
+        {
+            "lr": 0.05,
+            "penalty": 0.5,
+            "growth": 1.01,
+            "max_penalty": 2.0,
+            "dual_momentum": 0.0,
+            "dual_step_bound": 1.0,
+        },
+        {
+            "lr": 0.02,
+            "penalty": 1.0,
+            "growth": 1.0,
+            "max_penalty": 5.0,
+            "dual_momentum": 0.5,
+            "dual_step_bound": 0.5,
+        },
+        {
+            "lr": 0.1,
+            "penalty": 0.2,
+            "growth": 1.05,
+            "max_penalty": 1.0,
+            "dual_momentum": 0.9,
+            "dual_step_bound": 0.3,
+        },
+    ],
+    "spbm": [
+        {
+            "primal": "adam",
+            "lr": 0.01,
+            "penalty_mult": 0.1,
+            "dual_smoothing": 0.1,
+            "delta": 1.0,
+            "annealing_period": 30,
+        },
+        {
+            "primal": "adam",
+            "lr": 0.02,
+            "penalty_mult": 1.0,
+            "dual_smoothing": 0.5,
+            "delta": 2.0,
+            "annealing_period": 30,
+        },
+        {
+            "primal": "adam",
+            "lr": 0.005,
+            "penalty_mult": 0.5,
+            "dual_smoothing": 0.9,
+            "delta": 0.5,
+            "annealing_period": 30,
         },
     ],
     "pbm": [
@@ -167,6 +224,8 @@ def test_a_packed_configuration_ends_with_the_parameters_duals_and_state_it_reac
 
 
 def _assert_member_close(alone, packed, member: int, where: str) -> None:
+    if isinstance(alone, float) and isinstance(packed, torch.Tensor):  # a per-member number
+        alone = torch.tensor(alone, dtype=packed.dtype)
     if isinstance(alone, torch.Tensor):
         packed = packed[member] if packed.ndim == alone.ndim + 1 else packed
         torch.testing.assert_close(packed, alone, rtol=0, atol=TIGHT, msg=where)
@@ -358,3 +417,25 @@ def test_packed_configurations_train_on_cuda_as_on_the_cpu(algorithm):
         states.append([p.detach().cpu() for p in packed.model.parameters()])
     for cpu, cuda in zip(*states, strict=True):
         torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-8)
+
+
+def test_spbm_members_differing_in_rho_step_as_alone():
+    """ρ is read by the ``alm`` penalty rule only, so it is checked apart, on the unit
+    problem: member i starts at 3 + i with its own ρ."""
+    settings = [{"penalty_update": "alm", "rho": rho, "lr": 0.05} for rho in (0.5, 2.0, 4.0)]
+
+    def estimate_for(x):
+        return lambda: (((x - 2) ** 2).sum(-1), x - 1)
+
+    x = torch.nn.Parameter((3.0 + torch.arange(3, dtype=torch.float64)).reshape(3, 1))
+    packed = build_algorithm("spbm", [x], 1, settings, seeds=3)
+    assert set(packed._member_values) == {"rho"}
+    for _ in range(30):
+        packed.step(estimate_for(x))
+    for member, member_settings in enumerate(settings):
+        y = torch.nn.Parameter(torch.tensor([3.0 + member], dtype=torch.float64))
+        alone = build_algorithm("spbm", [y], 1, member_settings)
+        for _ in range(30):
+            alone.step(estimate_for(y))
+        torch.testing.assert_close(x[member], y, rtol=0, atol=1e-12)
+        torch.testing.assert_close(packed.penalties[member], alone.penalties, rtol=0, atol=1e-12)

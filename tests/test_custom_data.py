@@ -142,7 +142,8 @@ def test_the_shipped_digits_example_passes_every_check_before_it_runs(monkeypatc
     spec = load_spec(root / "sweeps" / "digits-cnn.yaml")
     check_plugins(spec)
     data = load_data(spec.data, spec.split)
-    assert isinstance(data, StreamingData) and data.input_shape == (1, 8, 8)
+    assert isinstance(data, TabularData) and data.input_shape == (1, 8, 8)
+    assert [len(pack) for pack in spec.packs()] == [3] * 4  # the CNN packs (stacked_module)
     positives = data.labels > 0.5
     tinted = data.groups == 1
     # the tint is tied to the label: about 80 % of positives, 20 % of negatives

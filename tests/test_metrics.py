@@ -135,3 +135,23 @@ def test_evaluate_split_returns_every_paper_metric_and_the_strict_constraints() 
     assert set(PAPER_METRICS) <= set(row)
     assert row["max_violation"] == pytest.approx(row["loss_gap"], abs=1e-5)
     assert all(isinstance(value, float) for value in row.values())
+
+
+def test_evaluation_leaves_a_batchnorm_model_untouched_and_scores_dropout_deterministically() -> (
+    None
+):
+    """A user's model is evaluated in eval mode and handed back in the mode it was in."""
+    torch.manual_seed(0)
+    features = torch.randn(200, 5) * 3 + 1
+    labels = (torch.rand(200) < 0.4).float()
+    groups = torch.randint(0, 2, (200,))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1)
+    )
+    problem = ConstrainedProblem(build_constraints([ConstraintSpec(kind="loss_gap", bound=0.0)], 2))
+    running_mean = model[1].running_mean.clone()
+    first = evaluate_split(model, problem, features, labels, groups, 2)
+    second = evaluate_split(model, problem, features, labels, groups, 2)
+    assert torch.equal(model[1].running_mean, running_mean)
+    assert first == second
+    assert model.training

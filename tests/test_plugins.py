@@ -22,6 +22,7 @@ import pytest
 from ctrain_dist import store
 from ctrain_dist.spec import load_spec, packing_obstacle
 from ctrain_dist.store.schema import PLUGINS, STATUS, STATUS_FINISHED
+from ctrain_dist.trial.probe import check_plugins
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 DEADLINE_S = 300  # a deadline for a hung command, not a measure of speed
@@ -165,10 +166,12 @@ def test_built_in_models_record_no_plugins(tmp_path):
     assert finished_rows(root, "builtin")[PLUGINS].isna().all()
 
 
-def test_seeds_of_a_factory_model_are_not_packed_and_the_spec_says_why(user_code):
+def test_seeds_of_a_factory_model_pack_once_the_probe_finds_vmap_batches_it(user_code):
+    """Packing user models: tests/test_packed_factory.py (exactness, and models that do not)."""
     spec = load_spec(QUICKSTART, [*BASE, USER_MODEL, "seeds=3", "seeds_per_trial=3"])
-    assert "only the built-in MLP" in packing_obstacle(spec.trials()[0])
-    assert [len(pack) for pack in spec.packs()] == [1, 1, 1]
+    check_plugins(spec)
+    assert packing_obstacle(spec.trials()[0]) is None
+    assert [len(pack) for pack in spec.packs()] == [3]
 
 
 @pytest.fixture

@@ -147,6 +147,14 @@ def test_wilson_interval_matches_a_textbook_value_and_stays_inside_zero_one() ->
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n", [3, 5, 10, 37])
+def test_wilson_interval_is_statsmodels_and_exact_at_zero_and_all(n: int) -> None:
+    for count in range(n + 1):
+        expected = proportion_confint(count, n, alpha=0.05, method="wilson")
+        assert wilson_interval(count, n) == pytest.approx(expected, abs=1e-12)
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
 def test_selection_prefers_a_feasible_configuration_to_a_better_infeasible_one() -> None:
     trials = trials_frame(
         {
@@ -322,12 +330,6 @@ def test_probability_of_improvement_is_the_normalised_u_with_a_ci_around_it() ->
 def test_iqm_matches_scipy_trim_mean_and_ignores_the_outer_quartiles() -> None:
     assert iqm(np.array([1.0, 2, 3, 4, 5, 6, 7, 1000])) == 4.5
     assert iqm(FIXED_A) == pytest.approx(sps.trim_mean(FIXED_A, 0.25))
-
-
-def test_wilson_interval_matches_statsmodels() -> None:
-    for count, n in ((0, 7), (3, 10), (17, 20), (50, 50)):
-        expected = proportion_confint(count, n, alpha=0.05, method="wilson")
-        assert wilson_interval(count, n) == pytest.approx(expected)
 
 
 def test_bootstrap_ci_agrees_with_scipy_bootstrap_within_monte_carlo_error() -> None:

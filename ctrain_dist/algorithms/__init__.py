@@ -15,8 +15,10 @@ from ctrain_dist.algorithms.base import (
     Hyperparameters,
     Sample,
     StepInfo,
+    Term,
     draw,
 )
+from ctrain_dist.algorithms.fairret_baseline import Fairret
 from ctrain_dist.algorithms.ghost import StochasticGhost
 from ctrain_dist.algorithms.ialm import IALM
 from ctrain_dist.algorithms.multiplier import Multiplier
@@ -33,6 +35,7 @@ _BUILTIN = (
     SGD,
     Adam,
     Penalty,
+    Fairret,
     ALM,
     SSLALM,
     IALM,
@@ -56,6 +59,7 @@ __all__ = [
     "Multiplier",
     "Sample",
     "StepInfo",
+    "Term",
     "build_algorithm",
     "draw",
 ]
@@ -68,6 +72,9 @@ def build_algorithm(
     hyperparameters: dict[str, Any] | Sequence[dict[str, Any]],
     seeds: int | None = None,
     equality: Sequence[bool] | None = None,
+    member_seeds: Sequence[int] | None = None,
+    dual_lrs: Sequence[float | None] | None = None,
+    dual_bounds: Sequence[float | None] | None = None,
 ) -> Algorithm:
     """An algorithm from its registry name and raw hyperparameters (validated here).
 
@@ -75,10 +82,17 @@ def build_algorithm(
     ``None`` for one model (see ``base``). ``hyperparameters``: one mapping, or one per member
     (packed configurations: they may differ in ``member_hyperparameters``). ``equality``:
     which of the ``num_constraints`` values are equalities h(x) = 0 (unset: none).
+    ``member_seeds``: each member's trial seed, for methods that draw random numbers (``base``).
+    ``dual_lrs``, ``dual_bounds``: each value's own dual step size and multiplier bound (None
+    where its constraint sets none; ``Algorithm.dual_overrides``).
     """
     cls = ALGORITHMS[name]
     if isinstance(hyperparameters, Mapping):
         hp = cls.hyperparameters(**hyperparameters)
-        return cls(params, num_constraints, hp, seeds, equality)
+        return cls(
+            params, num_constraints, hp, seeds, equality, member_seeds, dual_lrs, dual_bounds
+        )
     members = [cls.hyperparameters(**member) for member in hyperparameters]
-    return cls(params, num_constraints, members, seeds, equality)
+    return cls(
+        params, num_constraints, members, seeds, equality, member_seeds, dual_lrs, dual_bounds
+    )

@@ -66,8 +66,13 @@ update above; ``tests/test_algorithms_reference.py`` checks each against its ref
   ``ExtraSGD`` on both sides): a simultaneous step from :math:`(x^k, \lambda^k)` to a look-ahead
   point :math:`(\tilde x, \tilde\lambda)`, then the simultaneous step from :math:`(x^k,
   \lambda^k)` with the gradients at the look-ahead point, on a second minibatch (two oracle
-  calls and two backward passes a step). Only with ``primal: sgd`` (the stateless step that
-  ExtraSGD without momentum takes), without dual momentum or restart.
+  calls and two backward passes a step); without dual momentum or restart. Both primal
+  steps are steps of ``primal``, so a stateful optimiser advances its state at each, the
+  look-ahead's gradient entering the moments too: with ``adam`` this is Extra-Adam (Gidel et
+  al. 2019, Cooper's ``ExtraAdam``), with ``momentum`` Cooper's ``ExtraSGD`` with momentum.
+  One difference from Cooper's ``ExtraAdam``, which is torch's Adam against the Adam paper's
+  efficient form: torch adds ε to :math:`\sqrt{\hat v}`, Cooper to :math:`\sqrt{v}` (its ε
+  is torch's times :math:`\sqrt{1-\beta_2^t}`); the cross-check aligns it.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -106,18 +112,15 @@ class ALMHyperparameters(PrimalHyperparameters):
     order: Literal["simultaneous", "dual_primal", "primal_dual", "extragradient"] = Field(
         "simultaneous",
         description="simultaneous; dual first; primal first, dual on a fresh sample; "
-        "extragradient (look-ahead step, primal sgd only)",
+        "extragradient (look-ahead step; with adam, Extra-Adam)",
     )
 
     @model_validator(mode="after")
     def _settings_read(self) -> ALMHyperparameters:
         if self.augmentation == "none" and "rho" in self.model_fields_set:
             raise ValueError("rho is read by augmentation hpr or quadratic, not by none")
-        if self.order == "extragradient":
-            if self.primal != "sgd":
-                raise ValueError(f"order extragradient takes primal sgd, not {self.primal}")
-            if self.dual_momentum or self.restart:
-                raise ValueError("order extragradient takes no dual_momentum or restart")
+        if self.order == "extragradient" and (self.dual_momentum or self.restart):
+            raise ValueError("order extragradient takes no dual_momentum or restart")
         return self
 
 
@@ -128,9 +131,12 @@ class ALM(Algorithm[ALMHyperparameters]):
     constrained = True
     paper = "Rockafellar 1973, Math. Programming 5:354–373 (stochastic single-loop form)"
     hyperparameters = ALMHyperparameters
+    compiles_whole = True
     state_attributes = ("duals", "direction", "optimizer")
+    late_state_attributes = frozenset({"direction"})  # older checkpoints: no momentum, b = 0
     member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"dual_lr", "rho"}
     takes_equalities = True
+    dual_overrides = frozenset({"dual_lr", "dual_bound"})
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
@@ -166,13 +172,13 @@ class ALM(Algorithm[ALMHyperparameters]):
         duals = self.duals.value
         if hp.augmentation == "hpr":
             rho = self.hyper("rho", like=duals)
-            weights = self.duals.cone(duals + rho * c.detach().to(self.dtype))
+            weights = self.duals.cone(duals + rho * detached_as(c, self.dtype))
         elif hp.augmentation == "quadratic":
             rho = self.hyper("rho", like=duals)
-            weights = duals + rho * self.duals.cone(c.detach().to(self.dtype))
+            weights = duals + rho * self.duals.cone(detached_as(c, self.dtype))
         else:
             weights = duals
-        self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
+        self._backward(loss + (detached_as(weights, c.dtype) * c).sum(-1))
 
     def _dual_step(self, decision: torch.Tensor, defined: torch.Tensor) -> None:
         """Projected ascent on the decision values, with momentum and restart if set."""
@@ -182,19 +188,20 @@ class ALM(Algorithm[ALMHyperparameters]):
             momentum = hp.dual_momentum * self.direction + decision.to(self.dtype)
             self.direction = torch.where(defined, momentum, self.direction)
             direction = self.direction
-        self.duals.ascend(self.hyper("dual_lr", like=direction), direction, where=defined)
+        dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=direction))
+        self.duals.ascend(dual_lr, direction, where=defined)
         if hp.restart:
             satisfied = defined & (decision < 0) & ~self.equality
             self.duals.update(torch.zeros_like(self.duals.value), where=satisfied)
 
     def _extragradient_step(self, sample: Sample, estimate: Estimate) -> StepInfo:
-        """The look-ahead step, then the step from the saved point with its gradients; the
-        primal optimiser is plain SGD (validated), so stepping twice from xᵏ is exact."""
+        """The look-ahead step, then the step from the saved point with its gradients: two
+        steps of the primal optimiser, both advancing its state (Extra-Adam with ``adam``)."""
         with torch.no_grad():
             start = [p.detach().clone() for p in self.params]
         duals = self.duals.value
         self._primal_step(sample.loss, sample.c)
-        dual_lr = self.hyper("dual_lr", like=duals)
+        dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=duals))
         self.duals.ascend(dual_lr, sample.decision, where=sample.defined)
         ahead = draw(estimate)
         self._backward_augmented(ahead.loss, ahead.c)

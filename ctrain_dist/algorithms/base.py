@@ -67,6 +67,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 
 import torch
@@ -91,6 +92,19 @@ class Sample(NamedTuple):
     """Detached values that multipliers, switching and feasibility tests read."""
     defined: torch.Tensor
     """Bool: which values this minibatch defines (no empty group or cell)."""
+    terms: torch.Tensor | None = None
+    """The differentiable values of the algorithm's ``training_terms`` on the same minibatch
+    (``[k]``, ``[K, k]`` packed); ``None`` when it declares none."""
+
+
+class Term(NamedTuple):
+    """A training-only term an algorithm asks the oracle for: a constraint kind and its
+    options, built like a spec's constraint (``Sample.terms`` holds its value minus ``bound``)
+    but never reported or judged; the spec's constraints stay what the trial is judged on."""
+
+    kind: str
+    options: dict[str, Any]
+    bound: float = 0.0
 
 
 Estimate = Callable[[], Sample | tuple[torch.Tensor, torch.Tensor]]
@@ -142,6 +156,10 @@ class Algorithm(ABC, Generic[HP]):
     or lists of tensors (per-seed state), :class:`Multiplier` objects and anything else with
     ``state_dict``/``load_state_dict`` (a torch optimiser), a ``torch.Generator``, or Python
     numbers. The multipliers among them, in this order, are ``multipliers()``."""
+    late_state_attributes: ClassVar[frozenset[str]] = frozenset()
+    """Those of ``state_attributes`` added after checkpoints had been written without them: a
+    checkpoint lacking one resumes with the fresh value ``_init_state`` made, which the
+    algorithm keeps equal to what the older code's behaviour amounts to."""
     member_hyperparameters: ClassVar[frozenset[str]] = frozenset()
     """The scalar hyperparameters whose values may differ between the members of one pack,
     each read in ``step`` through :meth:`hyper` (module docstring); a field not named here
@@ -150,6 +168,25 @@ class Algorithm(ABC, Generic[HP]):
     """Whether the method handles equality constraints :math:`h(x) = 0` (``equality``): its
     multipliers of them are free in sign and its penalties act on :math:`h`, not
     :math:`[h]_+`. The others refuse them rather than treat them as inequalities."""
+    dual_overrides: ClassVar[frozenset[str]] = frozenset()
+    """Which per-constraint settings the method honours (``dual_lr``: its dual step size,
+    ``dual_bound``: its multiplier bound; a spec constraint's own, given per value as
+    ``dual_lrs``, ``dual_bounds``). The others refuse them: they have no such step or bound."""
+    compiles_whole: ClassVar[bool] = False
+    """Whether ``training.compile`` may trace ``step`` whole, oracle, gradients and updates in
+    one graph (``trial/compiled.py``): true when it takes gradients only through
+    :meth:`_backward`, steps a primal optimiser only through ``self.optimizer.step()`` and
+    reads no tensor on the host. Otherwise only the oracle is compiled."""
+    gradients_by_grad: bool = False
+    """Set by a compiled step: :meth:`_backward` then takes ``torch.autograd.grad``, which
+    Dynamo traces into the step's graph, instead of ``Tensor.backward()``, which it cannot."""
+
+    @classmethod
+    def training_terms(cls, hp: Hyperparameters) -> tuple[Term, ...]:
+        """The terms besides the spec's constraints that this method's step reads from the
+        oracle (``Sample.terms``), given its hyperparameters; none here (a regulariser
+        baseline such as ``fairret`` declares its loss)."""
+        return ()
 
     def __init__(
         self,
@@ -158,10 +195,27 @@ class Algorithm(ABC, Generic[HP]):
         hp: HP | Sequence[HP],
         seeds: int | None = None,
         equality: Sequence[bool] | None = None,
+        member_seeds: Sequence[int] | None = None,
+        dual_lrs: Sequence[float | None] | None = None,
+        dual_bounds: Sequence[float | None] | None = None,
     ) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("an algorithm needs at least one parameter")
+        self._overrides = _per_value_overrides(
+            {"dual_lr": dual_lrs, "dual_bound": dual_bounds}, num_constraints, self.params[0]
+        )
+        """``dual_overrides`` given: name → (``[m]`` mask of values that set it, their values)."""
+        unread = sorted(set(self._overrides) - self.dual_overrides)
+        if unread:
+            raise ValueError(f"{self.name} has no per-constraint {', '.join(unread)}")
+        if member_seeds is not None and len(member_seeds) != (seeds or 1):
+            raise ValueError(f"{len(member_seeds)} member seeds for {seeds or 1} members")
+        self.member_seeds = None if member_seeds is None else [int(s) for s in member_seeds]
+        """Each member's trial seed, from which a method that draws its own random numbers
+        (the switching subgradient's random output) draws them, so that a packed member draws
+        what it draws alone; None when not given (such a method then draws its keys from
+        torch's global generator)."""
         if equality is not None and len(equality) != num_constraints:
             raise ValueError(f"equality marks {len(equality)} values of {num_constraints}")
         refused = self.constrained and not self.takes_equalities
@@ -215,6 +269,19 @@ class Algorithm(ABC, Generic[HP]):
             return getattr(self.hp, name)
         return values if like is None else self._per_seed(values, like)
 
+    def hyperparameters_as_tensors(self) -> None:
+        """From now on :meth:`hyper` gives each shared float of ``member_hyperparameters`` as
+        a 0-dim tensor on the device, as it gives a pack's differing ones. For compiled steps
+        (``trial/compiled.py``): a tensor is a graph input where a number is a constant, so
+        trials that differ only in these values share one graph. The same arithmetic, up to
+        rounding."""
+        for name in sorted(self.member_hyperparameters - self._member_values.keys()):
+            value = getattr(self.hp, name, None)
+            if isinstance(value, float):
+                self._member_values[name] = torch.tensor(
+                    value, device=self.device, dtype=self.dtype
+                )
+
     def _init_state(self) -> None:
         """Create the attributes named in ``state_attributes`` (and whatever else the step
         needs) from ``self.hp``; called once, at the end of ``__init__``, when parameters,
@@ -238,16 +305,27 @@ class Algorithm(ABC, Generic[HP]):
     ) -> Multiplier:
         """Multipliers of the ``m`` constraints in ``[lower, upper]``, one row per seed
         (``(*batch_shape, m)``), on the parameters' device and dtype; those of equalities in
-        ``[-upper, upper]`` (free, without a bound)."""
+        ``[-upper, upper]`` (free, without a bound). A constraint's own ``dual_bound``
+        replaces ``upper`` for its values."""
         return Multiplier(
             (*self.batch_shape, self.num_constraints),
             device=self.device,
             dtype=self.dtype,
             init=init,
             lower=lower,
-            upper=upper,
+            upper=upper if upper is None else self._per_value("dual_bound", upper),
             equality=self.equality if self.has_equalities else None,
         )
+
+    def _per_value(self, name: str, default: float | torch.Tensor) -> float | torch.Tensor:
+        """``default`` (a hyperparameter: a number, or per member), replaced by the values'
+        own ``name`` where their constraint sets one (``dual_overrides``): as it was when
+        none does, else ``[m]`` (``[K, m]`` per member)."""
+        override = self._overrides.get(name)
+        if override is None:
+            return default
+        mask, values = override
+        return torch.where(mask, values, default)
 
     def _zeros(self, *size: int) -> torch.Tensor:
         """Per-seed state of shape ``(*batch_shape, *size)`` (controller memories, sums)."""
@@ -298,7 +376,16 @@ class Algorithm(ABC, Generic[HP]):
         """Resume from ``state_dict()``: each attribute takes the saved value, on its current
         device and dtype."""
         for name in ("iteration", *self.state_attributes):
+            if name not in state and name in self.late_state_attributes:
+                continue  # a checkpoint from before it existed: the fresh value is its old one
             setattr(self, name, _restored(getattr(self, name), state[name]))
+
+    def output_iterate(self) -> AbstractContextManager[None]:
+        """The method's output in the parameters for the body of a ``with`` (what evaluation
+        reads), the current iterate restored bitwise after it. The last iterate here, so a
+        no-op; a method whose guarantee is for another iterate (a random or averaged one)
+        swaps that one in."""
+        return nullcontext()
 
     def _backward(self, target: torch.Tensor) -> None:
         """Fresh gradients of ``target`` (one value per seed) in every parameter's ``.grad``.
@@ -307,7 +394,15 @@ class Algorithm(ABC, Generic[HP]):
         """
         for p in self.params:
             p.grad = None
-        (target if self.seeds is None else target.sum()).backward()
+        total = target if self.seeds is None else target.sum()
+        if not self.gradients_by_grad:
+            total.backward()
+            return
+        grads = torch.autograd.grad(total, self.params, allow_unused=True)
+        for p, grad in zip(self.params, grads, strict=True):
+            # A fresh tensor (``+ 0`` is exact): a traced step that updated autograd.grad's
+            # own output in place (SSL-ALM's smoothing term) lost that update in torch 2.13.
+            p.grad = None if grad is None else grad + 0
 
     def _descend(self, step_size: float | torch.Tensor) -> None:
         """``x ← x − step_size · grad`` for every parameter; a tensor step (0-dim, or one per
@@ -322,6 +417,23 @@ class Algorithm(ABC, Generic[HP]):
                 # parameter (the same arithmetic, so the same result bit for bit).
                 products = torch._foreach_mul([p.grad for p in params], step_size)
                 torch._foreach_sub_(params, products)
+
+
+def _per_value_overrides(
+    given: dict[str, Sequence[float | None] | None], num_constraints: int, like: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The per-value settings that some value sets: its mask and values (0 where unset), on
+    ``like``'s device and dtype, made once rather than at each step."""
+    overrides = {}
+    for name, values in given.items():
+        if values is None or all(value is None for value in values):
+            continue
+        if len(values) != num_constraints:
+            raise ValueError(f"{name} given for {len(values)} values of {num_constraints}")
+        mask = torch.tensor([value is not None for value in values]).to(like.device)
+        numbers = [0.0 if value is None else value for value in values]
+        overrides[name] = (mask, torch.tensor(numbers, dtype=like.dtype).to(like.device))
+    return overrides
 
 
 def _saved(value: Any) -> Any:

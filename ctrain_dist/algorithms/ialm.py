@@ -39,6 +39,12 @@ Proxy constraints and empty groups (``base``): :math:`w_k` and the dual step rea
 values (the norm of those the minibatch defines) and move only the multipliers (and momentum)
 of defined values; the quadratic term reads the surrogate. :math:`\beta_k` is a host number:
 it changes with the iteration count only, so reading it costs no device sync.
+
+Packed configurations (``base``): every scalar but the bound :math:`\Lambda` may differ
+between members. Members whose schedule differs (:math:`\beta_0`, :math:`\sigma` or
+:math:`\beta_{\max}`) keep :math:`\beta_k` as a float64 ``[K]`` tensor on the device, grown
+by the same double-precision products and minima as the host number, so each member's
+:math:`\beta_k` is its lone run's bit for bit.
 """
 
 from __future__ import annotations
@@ -53,7 +59,15 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.members import member_tensor
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
+
+_SCHEDULE = ("penalty", "growth", "max_penalty")
+"""The settings that fix β_k's schedule."""
 
 
 class IALMHyperparameters(PrimalHyperparameters):
@@ -78,34 +92,75 @@ class IALM(Algorithm[IALMHyperparameters]):
     constrained = True
     paper = "Li, Chen, Liu, Lu & Xu 2024, Comput. Optim. Appl., doi:10.1007/s10589-023-00521-z"
     hyperparameters = IALMHyperparameters
+    compiles_whole = True
     takes_equalities = True
+    dual_overrides = frozenset({"dual_bound"})
     state_attributes = ("duals", "penalty", "direction", "optimizer")
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {
+        *_SCHEDULE,
+        "dual_step_bound",
+        "dual_momentum",
+    }
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
-        self.penalty = self.hp.penalty
-        """β_k, a host number (module docstring)."""
+        self._schedule: dict[str, float | torch.Tensor | None] = {
+            name: self._schedule_value(name) for name in _SCHEDULE
+        }
+        self.penalty: float | torch.Tensor = self._schedule["penalty"]  # type: ignore[assignment]
+        """β_k: a host number, or one float64 per member (module docstring)."""
         self.direction = self._zeros(self.num_constraints)
         """The momentum buffer b^k (unused without dual momentum)."""
         self.optimizer = primal_optimizer(self.params, self.hp)
 
+    def _schedule_value(self, name: str) -> float | torch.Tensor | None:
+        """A schedule setting as β_k's arithmetic reads it: the host number when the members
+        share the whole schedule, else one float64 per member (None: unset in all)."""
+        if not self._member_values.keys() & set(_SCHEDULE):
+            return getattr(self.hp, name)
+        values = (
+            self.hp.values(name)  # type: ignore[attr-defined]
+            if name in self._member_values
+            else [getattr(self.hp, name)] * (self.seeds or 1)
+        )
+        if values[0] is None:
+            return None
+        return member_tensor(values, self.device, torch.float64)
+
     def step(self, estimate: Estimate) -> StepInfo:
-        hp = self.hp
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
         observed = torch.where(sample.defined, sample.decision.to(self.dtype), 0.0)
-        if hp.dual_momentum:
-            smoothed = hp.dual_momentum * self.direction + (1 - hp.dual_momentum) * observed
-            self.direction = torch.where(sample.defined, smoothed, self.direction)
+        momentum = self.hyper("dual_momentum", like=observed)
+        if isinstance(momentum, torch.Tensor) or momentum:
+            smoothed = momentum * self.direction + (1 - momentum) * observed
+            moving = sample.defined
+            if isinstance(momentum, torch.Tensor):  # members without momentum keep b = 0
+                moving = moving & (momentum > 0)
+            self.direction = torch.where(moving, smoothed, self.direction)
             observed = torch.where(sample.defined, smoothed, 0.0)
         norm = torch.linalg.vector_norm(observed, dim=-1, keepdim=True)
-        weight = (hp.dual_step_bound / norm).clamp(max=self.penalty)
+        penalty = self.penalty
+        if isinstance(penalty, torch.Tensor):
+            penalty = self._per_seed(penalty.to(self.dtype), norm)
+        weight = (self.hyper("dual_step_bound", like=norm) / norm).clamp(max=penalty)
         self.duals.update(self.duals.value + weight * observed, where=sample.defined)
         violation = self.duals.cone(c.detach().to(self.dtype))
-        weights = self.duals.value + self.penalty * violation
+        weights = self.duals.value + penalty * violation
         self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
         self.optimizer.step()
-        grown = self.penalty * hp.growth
-        self.penalty = grown if hp.max_penalty is None else min(grown, hp.max_penalty)
+        self.penalty = self._grown(self.penalty)
         self.iteration += 1
-        return info(sample, self.duals, penalty=self._scalar(self.penalty))
+        penalty = self.penalty
+        logged = self._scalar(penalty) if isinstance(penalty, float) else penalty.to(self.dtype)
+        return info(sample, self.duals, penalty=logged)
+
+    def _grown(self, penalty: float | torch.Tensor) -> float | torch.Tensor:
+        """β_{k+1} = min(σ β_k, β_max): host numbers, or float64 tensors per member."""
+        growth, cap = self._schedule["growth"], self._schedule["max_penalty"]
+        grown = penalty * growth  # type: ignore[operator]
+        if cap is None:
+            return grown
+        if isinstance(grown, torch.Tensor):
+            return torch.minimum(grown, cap)  # type: ignore[arg-type]
+        return min(grown, cap)  # type: ignore[type-var]

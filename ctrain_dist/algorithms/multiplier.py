@@ -16,7 +16,9 @@ The set is a box, :math:`\mathcal{D} = \{\lambda : l \le \lambda_i \le u\}`:
   (``equality``), bounded by :math:`\pm u` when a bound is given.
 
 The lower bound is then per value (a tensor over the last dimension): :math:`l_i = -u` or
-:math:`-\infty` for equalities, the scalar :math:`l` for the inequalities.
+:math:`-\infty` for equalities, the scalar :math:`l` for the inequalities. The upper bound may
+be per value too, :math:`u_i` (a constraint's own ``dual_bound`` in the spec), and the box
+stays separable.
 
 A box is separable, so the Euclidean projection is the elementwise clamp,
 :math:`\Pi_{\mathcal{D}}(v)_i = \min(u, \max(l, v_i))`. Two ways to move:
@@ -60,21 +62,29 @@ class Multiplier:
         dtype: torch.dtype,
         init: float = 0.0,
         lower: float = 0.0,
-        upper: float | None = None,
+        upper: float | torch.Tensor | None = None,
         equality: torch.Tensor | None = None,
     ) -> None:
-        """``equality``: the ``[m]`` mask of equality values, or None when there are none."""
-        if not lower <= init <= (math.inf if upper is None else upper):
+        """``upper``: a number, or one per value (``[m]``); ``equality``: the ``[m]`` mask of
+        equality values, or None when there are none."""
+        highest = math.inf if upper is None else upper
+        lowest = highest if isinstance(highest, float | int) else float(highest.min())
+        if not lower <= init <= lowest:
             raise ValueError(f"initial multiplier {init} is outside [{lower}, {upper}]")
         self.lower: float | torch.Tensor = lower
         self.upper: float | torch.Tensor | None = upper
         self.equality = equality
         """``[m]`` bool, which values are equalities; None when none are (the fast path)."""
-        if self.equality is not None:
-            free = -math.inf if upper is None else -upper
-            self.lower = torch.where(equality, free, lower).to(device=device, dtype=dtype)
-            if upper is not None:  # clamp takes two tensors or two numbers
-                self.upper = torch.full_like(self.lower, upper)
+        per_value = isinstance(upper, torch.Tensor)
+        if self.equality is not None or per_value:
+            # clamp takes two tensors or two numbers
+            bound = torch.full(shape[-1:], math.inf) if upper is None else upper
+            bound = torch.as_tensor(bound, dtype=dtype).to(device).expand(shape[-1:])
+            free = torch.full_like(bound, lower)
+            if self.equality is not None:
+                free = torch.where(self.equality, -bound, free)
+            self.lower = free
+            self.upper = None if upper is None else bound
         self.value = torch.full(shape, init, device=device, dtype=dtype)
 
     def project(self, value: torch.Tensor) -> torch.Tensor:
@@ -100,7 +110,7 @@ class Multiplier:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d)`, with ``d``
         (e.g. the constraint values) detached and cast to the multipliers' dtype; only where
         ``where`` is true, when given (see :meth:`update`)."""
-        self.update(self.value + step_size * direction.detach().to(self.value.dtype), where)
+        self.update(self.value + step_size * detached_as(direction, self.value.dtype), where)
 
     def update(self, value: torch.Tensor, where: torch.Tensor | None = None) -> None:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(v)` for a value the caller computed.
@@ -109,7 +119,7 @@ class Multiplier:
         their value, as Cooper's indexed multipliers do for constraints a minibatch did not
         observe (an empty group). A ``torch.where``, so nothing is read on the host.
         """
-        projected = self.project(value.detach().to(self.value.dtype))
+        projected = self.project(detached_as(value, self.value.dtype))
         self.value = projected if where is None else torch.where(where, projected, self.value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -124,3 +134,11 @@ class Multiplier:
                 f"these {tuple(self.value.shape)}"
             )
         self.value = saved.to(device=self.value.device, dtype=self.value.dtype).clone()
+
+
+def detached_as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.detach().to(dtype)``, skipping the calls that would change nothing: each is a
+    dispatch of a few µs, and a step of a small model makes several (``plain_sgd``'s why)."""
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)

@@ -67,6 +67,7 @@ class NuPI(Algorithm[NuPIHyperparameters]):
     member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"dual_lr", "kappa_p", "kappa_i", "nu"}
     takes_equalities = True
     """An equality's multiplier is free in sign (``base``); the controller is unchanged."""
+    dual_overrides = frozenset({"dual_lr", "dual_bound"})
 
     def _init_state(self) -> None:
         self.duals = self._multiplier(upper=self.hp.dual_bound)
@@ -86,6 +87,7 @@ class NuPI(Algorithm[NuPIHyperparameters]):
         kappa_i, kappa_p = self.hyper("kappa_i", like=error), self.hyper("kappa_p", like=error)
         control = kappa_i * error + kappa_p * (smoothed - previous)
         self.smoothed_error = torch.where(sample.defined, smoothed, previous)
-        self.duals.ascend(self.hyper("dual_lr", like=error), control, where=sample.defined)
+        dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=error))
+        self.duals.ascend(dual_lr, control, where=sample.defined)
         self.iteration += 1
         return info(sample, self.duals)

@@ -31,7 +31,9 @@ as it would be alone. Host work: none of the device's. Adam's step counter is a 
 torch's design (``capturable=False``, the default), read on the host without waiting for the
 device; ``capturable=True`` would move it to the device for CUDA-graph capture only, at the cost
 of extra kernels a step, so it is not set. The optimiser's state (momentum buffers, moments,
-counters) is part of the algorithm's ``state_dict`` as ``optimizer``.
+counters) is part of the algorithm's ``state_dict`` as ``optimizer``. A step compiled whole
+(``training.compile``) takes the same step through ``functional_primal.FunctionalOptimizer``,
+tensor arithmetic on this optimiser's state, which Dynamo can trace into the step's graph.
 
 Packed configurations (``base``): members whose settings differ (``lr``, ``momentum``,
 ``beta1``, ``beta2``, ``eps``, ``weight_decay``: ``PRIMAL_MEMBER_HYPERPARAMETERS``) cannot share
@@ -51,6 +53,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from ctrain_dist.algorithms.base import Hyperparameters
 from ctrain_dist.algorithms.member_optimizers import MemberOptimizer
 from ctrain_dist.algorithms.members import member_tensor
+from ctrain_dist.algorithms.plain_sgd import PlainSGD
 
 Primal = Literal["sgd", "momentum", "adam", "adamw"]
 
@@ -135,7 +138,7 @@ def optimizer_for(
         return MemberOptimizer(params, kind, settings)
     read = {name: _read(hp, name) for name in names}
     if kind in ("sgd", "momentum"):
-        return torch.optim.SGD(
+        return PlainSGD(  # torch.optim.SGD, faster without momentum or decay (plain_sgd.py)
             params,
             lr=read["lr"],
             momentum=read.get("momentum", 0.0),

@@ -58,6 +58,12 @@ Proxy constraints and empty groups (``base``): :math:`F` reads the surrogate, th
 penalty steps the decision values, and only the multipliers and penalties of values the
 minibatch defines move. Everything stays on the device; :math:`\gamma_e` and :math:`K_e` are
 host numbers from the step count.
+
+Packed configurations (``base``): members may differ in the primal settings, :math:`\gamma_0`,
+:math:`K_0`, :math:`\delta` and :math:`\rho`, each then a ``[K]`` tensor in the same
+arithmetic (:math:`\gamma_e` and :math:`K_e` too, the annealing law being elementwise; with
+:math:`K_0 = 1` it gives 1 exactly, as the host number's special case does); the bounds,
+initial values, the function, the rule and the counts are shared.
 """
 
 from __future__ import annotations
@@ -76,7 +82,11 @@ from ctrain_dist.algorithms.base import (
     info,
     largest,
 )
-from ctrain_dist.algorithms.primal import PrimalHyperparameters, primal_optimizer
+from ctrain_dist.algorithms.primal import (
+    PRIMAL_MEMBER_HYPERPARAMETERS,
+    PrimalHyperparameters,
+    primal_optimizer,
+)
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 
@@ -110,8 +120,9 @@ FUNCTIONS: dict[str, tuple[Function, Function]] = {
 """Each penalty function and its derivative."""
 
 
-def _rising(epoch: int, start: float) -> float:
-    """1 − 1/(√e + 1/(1 − start)): ``start`` at epoch 0, rising towards 1."""
+def _rising(epoch: int, start: float | torch.Tensor) -> float | torch.Tensor:
+    """1 − 1/(√e + 1/(1 − start)): ``start`` at epoch 0, rising towards 1 (a tensor of 1s
+    stays 1: 1/0 is infinite there)."""
     return 1.0 - 1.0 / (epoch**0.5 + 1.0 / (1.0 - start))
 
 
@@ -170,6 +181,12 @@ class SPBM(Algorithm[SPBMHyperparameters]):
     paper = "Ben-Tal & Zibulevsky 1997 (stochastic single-loop form of humancompatible.train)"
     hyperparameters = SPBMHyperparameters
     state_attributes = ("duals", "penalties", "epoch", "epoch_step", "optimizer")
+    member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {
+        "penalty_mult",
+        "dual_smoothing",
+        "delta",
+        "rho",
+    }
 
     def _init_state(self) -> None:
         hp = self.hp
@@ -205,12 +222,13 @@ class SPBM(Algorithm[SPBMHyperparameters]):
     def _dual_step(self, c: torch.Tensor, defined: torch.Tensor, derivative: Function) -> None:
         """The multiplier and penalty steps on the decision values (module docstring)."""
         hp = self.hp
-        annealing = hp.annealing_period is not None
-        gamma = _rising(self.epoch, hp.dual_smoothing) if annealing else hp.dual_smoothing
-        mult = hp.penalty_mult
-        if annealing and hp.anneal_penalty_mult and mult != 1:
-            mult = _rising(self.epoch, mult)
         p, ratio = self.penalties, c / self.penalties
+        annealing = hp.annealing_period is not None
+        gamma = self.hyper("dual_smoothing", like=p)
+        gamma = _rising(self.epoch, gamma) if annealing else gamma
+        mult = self.hyper("penalty_mult", like=p)
+        if annealing and hp.anneal_penalty_mult and (isinstance(mult, torch.Tensor) or mult != 1):
+            mult = _rising(self.epoch, mult)
         self.duals.update(
             self.duals.value * gamma + (1 - gamma) * (derivative(ratio) * self.duals.value),
             where=defined,
@@ -222,12 +240,12 @@ class SPBM(Algorithm[SPBMHyperparameters]):
             new = p * mult * duals
         elif hp.penalty_update == "dimin_adapt":
             slope = derivative(c)
-            damped = torch.where(slope < 1.0, slope, hp.delta * slope)
+            damped = torch.where(slope < 1.0, slope, self.hyper("delta", like=p) * slope)
             new = p * mult + (1 - mult) * p / (damped + 1e-8)
         elif hp.penalty_update == "aimd":
             new = (p + torch.where(ratio <= 0.0, 0.1, 0.0)) * torch.where(ratio > 0.0, mult, 1.0)
         elif hp.penalty_update == "alm":
-            new = duals * hp.rho
+            new = duals * self.hyper("rho", like=duals)
         else:
             new = p
         new = new.clamp(hp.min_penalty, hp.max_penalty)

@@ -44,6 +44,13 @@ At a fixed point :math:`x = z`, :math:`\lambda^\star = [\lambda^\star + \eta c]_
 complementarity and the primal step gives :math:`\nabla f + \sum_i \lambda^\star_i \nabla c_i
 = 0`: the KKT conditions, with the multipliers approaching the true ones.
 
+Equality constraints :math:`h_i(x) = 0` (``equality``, ``base``): their multipliers are free
+in sign, projected onto :math:`[-\Lambda, \Lambda]`, and the weight's clamp drops for them
+(``Multiplier.cone``): :math:`\lambda_i + \rho h_i`, the gradient weight of the
+Hestenes–Powell term :math:`\lambda_i h_i + \frac\rho2 h_i^2`. The paper's linear constraints
+:math:`Ax \le b` include equalities as two inequalities; one free multiplier is their
+difference. The fixed point is then stationarity with :math:`h = 0`.
+
 Proxy constraints and empty groups (``base``): the dual step reads the first sample's
 decision values and moves only the multipliers of values that sample defines; the weights
 :math:`[\lambda + \rho c]_+` read its surrogate, since they scale the primal gradient.
@@ -83,6 +90,9 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
     constrained = True
     paper = "Huang, Zhang & Alacaoglu 2025, arXiv 2504.07607"
     hyperparameters = SSLALMHyperparameters
+    compiles_whole = True
+    takes_equalities = True
+    dual_overrides = frozenset({"dual_lr", "dual_bound"})
     state_attributes = ("duals", "centres", "optimizer")
     member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {"dual_lr", "rho", "mu", "beta"}
 
@@ -95,9 +105,10 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
         duals = self.duals.value
         with torch.no_grad():
             first = draw(estimate)
-        self.duals.ascend(self.hyper("dual_lr", like=duals), first.decision, where=first.defined)
+        dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=duals))
+        self.duals.ascend(dual_lr, first.decision, where=first.defined)
         rho = self.hyper("rho", like=duals)
-        weights = (self.duals.value + rho * first.c.detach().to(self.dtype)).clamp_min(0.0)
+        weights = self.duals.cone(self.duals.value + rho * first.c.detach().to(self.dtype))
 
         sample = draw(estimate)
         loss, c = sample.loss, sample.c

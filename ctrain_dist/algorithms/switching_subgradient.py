@@ -29,10 +29,20 @@ Step rules (``step_rule``):
 ``decide_on: independent`` the switch (:math:`\hat g`, :math:`i^*`) reads a second minibatch
 :math:`\xi'`, drawn without a graph, and the step follows the gradient on :math:`\xi`: the
 branch is then independent of the subgradient's noise, as the stochastic analysis assumes
-(one more minibatch a step). The paper's guarantee is for an
-iterate drawn from the objective steps :math:`I`; the trainer evaluates the last iterate, the
-practice of the benchmark. The share of objective steps is logged so that a run which never
-leaves the constraint branch is visible.
+(one more minibatch a step). The share of objective steps is logged so that a run which
+never leaves the constraint branch is visible.
+
+Output (``output``): the paper's guarantee is for an iterate :math:`x^\tau` drawn from the
+objective steps :math:`I`, not for the last one. ``last`` evaluates the last iterate, the
+practice of the reference benchmark; ``random`` the drawn one, with
+:math:`P(\tau = k) = \eta_k / \sum_{s \in I} \eta_s` (uniform under the constant and
+adaptive rules, whose objective step is :math:`\eta`); ``average`` the
+:math:`\eta_k`-weighted average of :math:`\{x^k\}_{k \in I}` (Lan & Zhou's cooperative
+subgradient output). :math:`x^k` is the iterate at which the switch chose the objective, before
+the step from it. Both are kept online in one copy of the parameters (``output_iterate``),
+drawn per member from its trial seed, and swapped into the model for every evaluation, so the
+evaluation rows and final metrics are those of the output; training continues from the last
+iterate. Until the first objective step the output is the current iterate.
 
 Equality constraints :math:`h_i(x) = 0` (``equality``, ``base``) enter the switch as
 :math:`|h_i| \le \epsilon` and the constraint step as the subgradient
@@ -53,6 +63,7 @@ another's objective step share the batched backward pass.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import torch
@@ -66,6 +77,7 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.output_iterate import OutputIterate, OutputRule, member_keys
 
 _TINY = 1e-12
 """Guards the Polyak step's denominator against a zero subgradient."""
@@ -90,6 +102,11 @@ class SwitchingSubgradientHyperparameters(Hyperparameters):
         "same",
         description="switch on the gradient's minibatch, or on a second, independent one",
     )
+    output: OutputRule = Field(
+        "last",
+        description="evaluated iterate: the last; a random objective-step one (P ∝ its step); "
+        "their step-weighted average",
+    )
 
 
 class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
@@ -99,7 +116,9 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
     constrained = True
     paper = "Huang & Lin 2023, arXiv 2301.13314"
     hyperparameters = SwitchingSubgradientHyperparameters
-    state_attributes = ("objective_steps",)
+    compiles_whole = True
+    state_attributes = ("objective_steps", "output")
+    late_state_attributes = frozenset({"output"})  # older checkpoints: output last, no state
     member_hyperparameters = frozenset({"lr", "lr_constraint", "tol"})
 
     takes_equalities = True
@@ -107,6 +126,22 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
     def _init_state(self) -> None:
         self.objective_steps = self._zeros()
         """How many steps (per seed) took the objective branch: the set :math:`I`'s size."""
+        self.output = OutputIterate(self.hp.output, self.params, self._keys())
+        """The output iterate over :math:`I` (module docstring)."""
+
+    def _keys(self) -> torch.Tensor:
+        """Each member's key for the output's draws: from its trial seed, or (not given) from
+        torch's global generator, which only a random output draws from."""
+        seeds = self.member_seeds
+        if seeds is None:
+            members = self.seeds or 1
+            drawn = self.hp.output == "random"
+            seeds = torch.randint(0, 2**31, (members,)).tolist() if drawn else [0] * members
+        keys = member_keys(seeds, self.device)
+        return keys if self.seeds is not None else keys[0]
+
+    def output_iterate(self) -> AbstractContextManager[None]:
+        return self.output.swapped_in()
 
     def _per_member(self, value: float | torch.Tensor) -> torch.Tensor:
         """A step size once per member: a shared number filled in, a ``[K]`` tensor as is."""
@@ -124,7 +159,8 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
         decision, defined = sample.decision, sample.defined
         if hp.decide_on == "independent":
             with torch.no_grad():
-                _, _, decision, defined = draw(estimate)
+                second = draw(estimate)
+            decision, defined = second.decision, second.defined
         lr = self.hyper("lr", like=loss)
         lr_constraint = self.hyper("lr_constraint", like=loss)
         if lr_constraint is None:
@@ -147,6 +183,7 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
             target = loss
         self._backward(target)
         scale = self._scale()
+        self.output.record(objective_step, lr * scale, self.iteration)
         if objective_step is None:
             step_size: float | torch.Tensor = lr * scale
             self.objective_steps += 1

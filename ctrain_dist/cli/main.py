@@ -138,6 +138,9 @@ def _algorithms(args: argparse.Namespace) -> int:
     for name, cls in sorted(ALGORITHMS.items()):
         kind = "constrained" if cls.constrained else "unconstrained"
         print(f"{name} ({kind}) — {cls.paper}")
+        own = (["equality"] if cls.takes_equalities else []) + sorted(cls.dual_overrides)
+        if cls.constrained and own:  # settings of a spec constraint that this method reads
+            print(f"    constraints may set: {', '.join(own)}")
         for field_name, field in cls.hyperparameters.model_fields.items():
             print(f"    {field_name} = {field.default!r}: {field.description}")
     _installed_plugins()

@@ -15,8 +15,8 @@ may be below 1) are unchanged while pooled means (the objective, a group against
 population or the rest) stay unbiased for the population.
 
 Modules, one job each: ``base`` (the contract, empty groups, proxy values), ``gaps`` (group
-gap kinds), ``norm`` (the weight-norm bound), ``problem`` (objective and constraints through
-one statistics vector).
+gap kinds), ``norm`` (the weight-norm bound), ``fairret`` (fairret's losses), ``problem``
+(objective and constraints through one statistics vector).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from ctrain_dist.constraints.base import Constraint, DecideOn, Reading, true_mean
+from ctrain_dist.constraints.fairret import FairretLoss
 from ctrain_dist.constraints.gaps import (
     GAP_CONSTRAINTS,
     EqualizedOdds,
@@ -47,7 +48,8 @@ BUILTIN_SPECIFIC_CONSTRAINTS: dict[str, type[Constraint]] = {
 """The built-ins with a constructor of their own; every other kind is built generically as
 ``cls(bound, num_groups, decide_on, **options)`` (see :func:`build_constraints`)."""
 CONSTRAINTS: Registry[type[Constraint]] = Registry(
-    {**BUILTIN_SPECIFIC_CONSTRAINTS, RateBound.kind: RateBound}, "ctrain_dist.constraints"
+    {**BUILTIN_SPECIFIC_CONSTRAINTS, RateBound.kind: RateBound, FairretLoss.kind: FairretLoss},
+    "ctrain_dist.constraints",
 )
 """The built-ins, the ``ctrain_dist.constraints`` entry points of installed packages, and any
 ``package.module:Class`` import path (``plugins.Registry``)."""
@@ -61,6 +63,7 @@ __all__ = [
     "DecideOn",
     "EqualizedOdds",
     "Estimate",
+    "FairretLoss",
     "GroupGap",
     "LossGap",
     "Pairs",

@@ -35,13 +35,17 @@ Reading = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 detached decision values, and a bool mask of the values this minibatch defines."""
 
 
-def true_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def true_mean(
+    total: torch.Tensor, count: torch.Tensor, present: torch.Tensor | None = None
+) -> torch.Tensor:
     """``total / count`` where ``count > 0``, else 0 (an empty group: its sums are 0 too).
 
     Dividing by the true count keeps a weighted count below 1 exact; an empty group's 0 is a
     placeholder that the caller masks out, never a value anyone reads as a mean.
+    ``present``: ``count > 0``, when the caller has it already (one operation fewer a step).
     """
-    return total / torch.where(count > 0, count, torch.ones_like(count))
+    present = count > 0 if present is None else present
+    return total / torch.where(present, count, torch.ones_like(count))
 
 
 def row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

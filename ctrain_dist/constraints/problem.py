@@ -10,22 +10,30 @@ from torch.nn import functional
 
 from ctrain_dist.constraints.base import Constraint, Reading, true_mean
 
-Estimate = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Estimate = tuple[torch.Tensor, ...]
 """``(loss, c, decision, defined)``: the mean objective and every constraint's
-:data:`~ctrain_dist.constraints.base.Reading`, stacked (``[num_constraints]`` each)."""
+:data:`~ctrain_dist.constraints.base.Reading`, stacked (``[num_constraints]`` each); a problem
+with training terms adds their differentiable values (``[num_terms]``) as a fifth entry."""
 
 
 class ConstrainedProblem:
     """The objective (mean BCE) and a list of constraints, read through one statistics vector.
 
-    Layout of the vector: ``[Σ w ℓ, Σ w, stats of constraint 0, stats of constraint 1, ...]``.
-    Its length is fixed, so workers can fuse it into a single collective.
+    Layout of the vector: ``[Σ w ℓ, Σ w, stats of constraint 0, stats of constraint 1, ...,
+    stats of term 0, ...]``. Its length is fixed, so workers can fuse it into a single collective.
+
+    ``terms``: constraints read for training only (an algorithm's regulariser, such as the
+    ``fairret`` baseline's loss, ``Algorithm.training_terms``): the oracle returns their values,
+    summed over the same (global) minibatch as the constraints, but they are not constraints of
+    the problem, so evaluation, names and feasibility never see them.
     """
 
-    def __init__(self, constraints: Sequence[Constraint]) -> None:
+    def __init__(self, constraints: Sequence[Constraint], terms: Sequence[Constraint] = ()) -> None:
         self.constraints = list(constraints)
+        self.terms = list(terms)
         self.num_constraints = sum(c.num_values for c in self.constraints)
-        self._offsets = list(itertools.accumulate([2] + [c.num_statistics for c in constraints]))
+        sizes = [c.num_statistics for c in [*self.constraints, *self.terms]]
+        self._offsets = list(itertools.accumulate([2, *sizes]))
         self.equality = [c.equality for c in self.constraints for _ in range(c.num_values)]
         """``[num_constraints]``: which values are equalities h = 0 (``Constraint.equality``)."""
 
@@ -51,7 +59,8 @@ class ConstrainedProblem:
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         for_constraints = weights if constraint_weights is None else constraint_weights
         parts = [torch.stack(self._objective(losses, weights))] + [
-            c.statistics(logits, labels, groups, for_constraints, losses) for c in self.constraints
+            c.statistics(logits, labels, groups, for_constraints, losses)
+            for c in [*self.constraints, *self.terms]
         ]
         return torch.cat(parts)
 
@@ -66,8 +75,15 @@ class ConstrainedProblem:
         return (w * losses).sum(), w.sum()
 
     def _slices(self, stats: torch.Tensor) -> list[tuple[Constraint, torch.Tensor]]:
-        pairs = zip(self.constraints, itertools.pairwise(self._offsets), strict=True)
+        """Each constraint's statistics (the terms' follow them, see :meth:`_term_values`)."""
+        pairs = zip(self.constraints, itertools.pairwise(self._offsets), strict=False)
         return [(c, stats[start:end]) for c, (start, end) in pairs]
+
+    def _term_values(self, stats: torch.Tensor) -> torch.Tensor:
+        """The terms' differentiable values from (global) statistics, ``[num_terms]``."""
+        bounds = itertools.pairwise(self._offsets[len(self.constraints) :])
+        values = [t.estimate(stats[a:b])[0] for t, (a, b) in zip(self.terms, bounds, strict=True)]
+        return _concat(values, stats)
 
     @staticmethod
     def _loss(stats: torch.Tensor) -> torch.Tensor:
@@ -80,12 +96,13 @@ class ConstrainedProblem:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and the stacked constraint values (``[num_constraints]``) from statistics."""
         values = [c.value(part, strict) for c, part in self._slices(stats)]
-        return self._loss(stats), _concat(values, stats.new_zeros(0))
+        return self._loss(stats), _concat(values, stats)
 
     def estimate(self, stats: torch.Tensor) -> Estimate:
         """What a training step reads from (global) statistics: loss and stacked readings."""
         readings = [c.estimate(part) for c, part in self._slices(stats)]
-        return self._loss(stats), *self._stack(readings, stats)
+        estimate = (self._loss(stats), *self._stack(readings, stats))
+        return (*estimate, self._term_values(stats)) if self.terms else estimate
 
     def batch_estimate(
         self,
@@ -109,22 +126,32 @@ class ConstrainedProblem:
             c.batch_estimate(logits, labels, groups, for_constraints, losses)
             for c in self.constraints
         ]
-        return true_mean(total, count.detach()), *self._stack(readings, losses)
+        # Unweighted, the count is the batch's rows, never 0: true_mean's guard is the identity.
+        loss = total / count if weights is None else true_mean(total, count.detach())
+        estimate = (loss, *self._stack(readings, losses))
+        if not self.terms:
+            return estimate
+        terms = [
+            t.batch_estimate(logits, labels, groups, for_constraints, losses)[0] for t in self.terms
+        ]
+        return (*estimate, _concat(terms, losses))
 
     @staticmethod
     def _stack(readings: list[Reading], like: torch.Tensor) -> Reading:
         """The readings' three parts, each concatenated over the constraints."""
-        empty = like.new_zeros(0)
         columns = zip(*readings, strict=True) if readings else ((), (), ())
         values, decisions, defined = (list(column) for column in columns)
-        return _concat(values, empty), _concat(decisions, empty), _concat(defined, empty.bool())
+        return _concat(values, like), _concat(decisions, like), _concat(defined, like, torch.bool)
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         return [name for c in self.constraints for name in c.names(group_names)]
 
 
-def _concat(parts: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
-    """``parts`` concatenated; one part as it is (no copy), none as ``empty``."""
+def _concat(
+    parts: list[torch.Tensor], like: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``parts`` concatenated; one part as it is (no copy), none as an empty tensor of
+    ``like``'s device and dtype (or ``dtype``), made only then: a step should not pay for it."""
     if len(parts) == 1:
         return parts[0]
-    return torch.cat(parts) if parts else empty
+    return torch.cat(parts) if parts else like.new_zeros(0, dtype=dtype)

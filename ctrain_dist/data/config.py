@@ -15,9 +15,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -96,8 +98,22 @@ class FolktablesDataSpec(StrictModel):
         ("race_binary",), description="race_binary (white vs non-white), sex, race, or a list"
     )
     include_sensitive_feature: bool = True
+    encoding: Literal["one_hot", "reference"] = Field(
+        "one_hot",
+        description="one_hot: nominal codes one-hot, quantities standardised; reference: every "
+        "feature's raw code as one standardised column, as humancompatible.train's loader did",
+    )
     download: bool = Field(False, description="let folktables fetch missing files (needs internet)")
     root: Path | None = Field(None, validate_default=True, description="PUMS root folder")
+
+    @model_serializer(mode="wrap")
+    def _encoding_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``encoding`` is written only when not the default, so the trial ids of one-hot
+        specs, which hash this dump, are what they were before the field existed."""
+        dumped = handler(self)
+        if self.encoding == "one_hot":
+            dumped.pop("encoding", None)
+        return dumped
 
     @field_validator("states", mode="before")
     @classmethod

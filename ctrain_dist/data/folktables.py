@@ -19,6 +19,16 @@ the cost of 24 columns. Everything else (``COW``, ``MAR``, ``OCCP``, ``POBP``, `
 ``POWPUMA`` are used as folktables gives them (unique only within a state; ``ST`` is a feature
 too).
 
+Encodings (``encoding``): ``one_hot`` (the default) is the above. ``reference`` is what the
+Folktables benchmark trained on (Kliachkin et al., arXiv 2507.04033; humancompatible.train's
+``experiments/utils/load_folktables.py`` with ``onehot=False``): every feature's raw ACS code as
+one numeric column, as folktables' ``df_to_numpy`` returns it (its postprocess included, so a
+missing value reads 0, the quirk above), each standardised with the train rows' mean and
+population standard deviation (scikit-learn's ``StandardScaler``), the group-defining column
+dropped (``RAC1P``; SEX stayed). For ACSIncome that is 9 columns where one-hot ``OCCP`` and
+``POBP`` give about a thousand on the real Oklahoma file. With it ``include_sensitive_feature:
+false`` drops the columns that define the groups, as the reference did, not every protected one.
+
 Groups (``sensitive``): ``race_binary`` is ``RAC1P`` white alone vs everyone else (the paper's
 grouping), ``sex`` is ``SEX``, ``race`` the nine ``RAC1P`` codes; several attributes group by
 their intersection. Only groups that occur get ids (``table.group_ids``), and a group with no
@@ -41,7 +51,7 @@ from folktables.load_acs import initialize_and_download
 
 from ctrain_dist.data.cache import Prepared, cache_root
 from ctrain_dist.data.config import FolktablesDataSpec, SplitSpec
-from ctrain_dist.data.preprocess import preprocess
+from ctrain_dist.data.preprocess import preprocess, standardise
 from ctrain_dist.data.probes import PUMS_URL, resolve_states
 from ctrain_dist.data.split import stratified_split
 from ctrain_dist.data.synth import MARKER, expected_file
@@ -64,6 +74,8 @@ RACE_NAMES = {
     9: "two or more races",
 }
 SYNTHETIC_SUFFIX = " (synthetic)"
+GROUP_COLUMNS = {"race_binary": "RAC1P", "race": "RAC1P", "sex": "SEX"}
+"""The ACS column each group attribute is read from."""
 
 
 def default_root() -> Path:
@@ -116,6 +128,8 @@ def cache_request(data: FolktablesDataSpec, split: SplitSpec) -> tuple[list[Path
         "folktables": folktables.__version__,
         "split": split.model_dump(mode="json"),
     }
+    if data.encoding != "one_hot":  # one-hot caches keep their keys
+        options["encoding"] = data.encoding
     return input_files(data), options
 
 
@@ -167,6 +181,36 @@ def _as_codes(column: pd.Series) -> pd.Series:
     return column
 
 
+def feature_columns(data: FolktablesDataSpec) -> list[str]:
+    """The task's features the model reads, in folktables' order (module docstring: with
+    ``include_sensitive_feature: false`` one-hot drops every protected column, the reference
+    encoding the group-defining ones)."""
+    task = getattr(folktables, data.task)
+    if data.include_sensitive_feature:
+        dropped: set[str] = set()
+    elif data.encoding == "reference":
+        dropped = {GROUP_COLUMNS[attribute] for attribute in data.sensitive}
+    else:
+        dropped = set(PROTECTED_FEATURES)
+    return [column for column in task.features if column not in dropped]
+
+
+def reference_encoding(
+    frame: pd.DataFrame, task: folktables.BasicProblem, features: list[str], train: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The reference's matrix: each feature's code as ``task.df_to_numpy`` gives it, one column
+    each, standardised on the train rows (module docstring).
+
+    ``_postprocess`` is folktables' private name for the task's postprocess, read because the
+    reference's values went through it (``df_to_numpy`` would re-run the filter on columns
+    this frame no longer has); ``tests/test_folktables_encoding.py`` notices if it changes.
+    """
+    codes = np.column_stack([frame[column].to_numpy() for column in features])
+    values = np.asarray(task._postprocess(codes), dtype=np.float64)
+    columns = [standardise(values[:, j], values[train, j]) for j in range(len(features))]
+    return np.column_stack(columns).astype(np.float32), tuple(features)
+
+
 def build_folktables(data: FolktablesDataSpec, split: SplitSpec) -> Prepared:
     """The task preprocessed: features fitted on the train split, labels, groups, splits."""
     task = getattr(folktables, data.task)
@@ -175,17 +219,16 @@ def build_folktables(data: FolktablesDataSpec, split: SplitSpec) -> Prepared:
     groups, group_names = group_ids(_group_frame(frame, data.sensitive), data.sensitive)
     splits = stratified_split(labels, groups, split.val, split.test, split.seed)
     check_groups(groups, group_names, splits)
-    features = [
-        column
-        for column in task.features
-        if data.include_sensitive_feature or column not in PROTECTED_FEATURES
-    ]
-    numeric = [column for column in features if column in NUMERIC_FEATURES]
-    categorical = [column for column in features if column not in NUMERIC_FEATURES]
-    encoded = frame[features].copy()
-    for column in categorical:
-        encoded[column] = _as_codes(encoded[column])
-    matrix, names = preprocess(encoded, numeric, categorical, splits["train"])
+    features = feature_columns(data)
+    if data.encoding == "reference":
+        matrix, names = reference_encoding(frame, task, features, splits["train"])
+    else:
+        numeric = [column for column in features if column in NUMERIC_FEATURES]
+        categorical = [column for column in features if column not in NUMERIC_FEATURES]
+        encoded = frame[features].copy()
+        for column in categorical:
+            encoded[column] = _as_codes(encoded[column])
+        matrix, names = preprocess(encoded, numeric, categorical, splits["train"])
     synthetic = is_synthetic(data)
     suffix = SYNTHETIC_SUFFIX if synthetic else ""
     states = "all states" if data.states == "all" else "+".join(data.states)

@@ -5,7 +5,8 @@
 * ``loop``: the one training loop (budget, evaluation cadence, divergence, checkpoints,
   records), over a learner.
 * ``learner``: what the loop trains; ``ModelLearner`` for one model (DDP included).
-* ``packed``: K seeds stacked (``StackedMLP``, ``PackedLearner``).
+* ``packed``: K seeds stacked (``StackedMLP``, ``PackedLearner``); ``stacked_module``: a
+  user's model stacked through ``torch.func`` (``StackedModule``).
 * ``sink``: the ``Sink`` protocol rows go to; ``records``: the rows themselves.
 * ``model``, ``metrics``, ``distributed``: the network, full-split evaluation, exact data
   parallelism.

@@ -1,24 +1,32 @@
-"""Compiled training steps (``training.compile``): the oracle under torch.compile.
+"""Compiled training steps (``training.compile``): the whole step, or the oracle alone.
 
-What is compiled: the learner's oracle, ``learner.estimate`` (index gather, forward pass,
-constraint statistics and readings, ``vmap`` over packed seeds, the empty-group counts), the
-very code the eager loop runs, so nothing is written twice and every constraint, packed seed
-and sampler option is covered by construction. AOTAutograd compiles its backward pass with
-it, so the algorithm's ``backward()`` runs compiled code too. The algorithm's update (primal
-optimiser, dual step, switching ``where``, logged values) runs eagerly between the graphs.
+The whole step, one graph: for an algorithm that allows it (``Algorithm.compiles_whole``:
+ALM, SSL-ALM, iALM, the switching subgradient method) the call ``algorithm.step(estimate)``
+is traced whole (``fullgraph``): the oracle (index gather, forward pass, constraint statistics
+and readings), the gradients, the dual update, the switch and the primal update, so Inductor
+fuses the step's many small operations and their per-operation overhead goes. Two things make
+the step traceable, both set after its first, eager step (which builds the optimiser's lazy
+state): gradients by ``torch.autograd.grad`` rather than ``Tensor.backward()``
+(``Algorithm.gradients_by_grad``; Dynamo traces the former with ``trace_autograd_ops``, not
+the latter), and a torch optimiser replaced by its functional stand-in on the same state
+tensors (``algorithms/functional_primal.py``: Dynamo breaks the graph around
+``Optimizer.step`` and guards it by identity, so each trial's optimiser would compile again).
+The state stays the optimiser's, so ``state_dict`` and resume are unchanged. One graph per
+algorithm class, options and shapes serves every later trial of them in the process.
 
-Why not the whole step: torch 2.13's Dynamo cannot keep an algorithm's ``Tensor.backward()``
-and its ``torch.optim`` step in one graph (``backward`` breaks the graph unless
-``trace_autograd_ops``, which then refuses the gradient of a tensor made before a break, and
-torch.optim breaks the graph around its step by design and is guarded by the optimiser's
-identity, so each trial's new optimiser would compile again). Compiled as it is, the step
-becomes several graphs whose entry guards cost more than the fused update saves: for ALM in
-``benchmarks/bench_compile.py``'s setting on this CPU (5 interleaved repetitions, thread CPU
-time), the whole step compiled cost 1.03× the eager step, the oracle alone 0.83×.
+The oracle alone, otherwise: ``learner.estimate``, the very code the eager loop runs, so every
+constraint, packed seed and sampler option is covered by construction; AOTAutograd compiles
+its backward pass with it, so the algorithm's ``backward()`` runs compiled code, and the
+update runs eagerly between graphs. This is the path of an algorithm that does not declare
+``compiles_whole``, of data-parallel trials (below), of an optimiser the stand-in does not
+cover (``functional_primal.functional_optimizer``), and of a step whose whole trace fails:
+that falls back here with one warning. One compiled oracle per shape serves every algorithm.
 
-Data-parallel trials: the all-reduce of exact statistics (``distributed.exact_statistics``) is
-excluded from tracing, a graph break, so the collective is exactly the eager one. Stochastic
-Ghost's LP and QP solves stay on the host (``spec.compile_warnings``).
+Data-parallel trials compile the oracle alone: DDP averages gradients in hooks that
+``Tensor.backward()`` runs and ``autograd.grad`` does not, and the all-reduce of exact
+statistics (``distributed.exact_statistics``) is excluded from tracing, a graph break, so the
+collective is exactly the eager one. Stochastic Ghost's LP and QP solves stay on the host
+(``spec.compile_warnings``).
 
 Minibatches are drawn on the host, never traced: before each step, each sampler's draws for it
 are made by the sampler itself, in order, and handed out inside the graph (:class:`_Prefetched`),
@@ -38,10 +46,18 @@ the algorithm, and charging it would let that decide how far a time-budgeted tri
 
 Caches: Dynamo keeps its graphs on the code objects of the traced functions for the process's
 lifetime, keyed by its guards (algorithm, shapes, dtypes, devices, the constraint's settings),
-so a reused Ray actor's next trial of the same shape finds its oracle compiled; the wrapper is
-made once per mode (:func:`_compiled`) and the recompile limit is raised so that an actor can
-hold many shapes. Inductor's on-disk cache (:func:`use_compile_cache`) serves the node's other
-processes. Recompilation is guarded: a trial whose steps compile again more than
+so a reused Ray actor's next trial of the same shape finds its step compiled; the wrappers are
+made once per mode (:func:`_compiled`, :func:`_compiled_whole`) and the recompile limit is
+raised so that an actor can hold many shapes. A whole step's step sizes and weights are graph
+inputs (``Algorithm.hyperparameters_as_tensors`` and the optimiser's settings as 0-dim
+tensors), so trials that differ in them share its graph; a setting read as a Python number
+(ALM's ``dual_bound``, an option that changes the step's structure) is a guard, and a trial
+with a new value compiles again (Dynamo makes a number it saw change a graph input after a
+while). Python counters (the iteration) are guards too: the process's first compiled whole
+step specialises on it and the next generalises it, for every later algorithm too (they share
+:func:`_whole_step`), so only the process's first such trial compiles twice.
+Inductor's on-disk cache (:func:`use_compile_cache`) serves the node's other processes.
+Recompilation is guarded: a trial whose steps compile again more than
 :data:`RECOMPILE_WARNING` times after its first compiled step warns once.
 """
 
@@ -59,7 +75,9 @@ from typing import Any
 import torch
 import torch._dynamo
 
-from ctrain_dist.algorithms import Sample, StepInfo
+from ctrain_dist.algorithms import Algorithm, Sample, StepInfo
+from ctrain_dist.algorithms.base import Estimate
+from ctrain_dist.algorithms.functional_primal import FunctionalOptimizer, functional_optimizer
 from ctrain_dist.trial.learner import Learner
 
 RECOMPILE_WARNING = 3
@@ -98,13 +116,31 @@ def _oracle(learner: Learner) -> Sample:
     return learner.estimate()
 
 
+def _whole_step(algorithm: Algorithm, estimate: Estimate) -> StepInfo:
+    return algorithm.step(estimate)
+
+
+def _configure() -> None:
+    """Dynamo's settings for these steps (process-wide; only these steps compile here): more
+    cache entries per code object, and ``torch.autograd.grad`` traced into the graph."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    config.trace_autograd_ops = True
+
+
 @functools.cache
 def _compiled(mode: str) -> Callable[[Learner], Sample]:
     """The process's one compiled oracle of each mode (its graphs are Dynamo's, by guards)."""
-    torch._dynamo.config.recompile_limit = max(
-        torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
-    )
+    _configure()
     return torch.compile(_oracle, mode=mode)
+
+
+@functools.cache
+def _compiled_whole(mode: str) -> Callable[[Algorithm, Estimate], StepInfo]:
+    """The process's one compiled whole step of each mode: one graph (``fullgraph``) per
+    algorithm class, options and shapes, all in Dynamo's cache of this one function."""
+    _configure()
+    return torch.compile(_whole_step, mode=mode, fullgraph=True)
 
 
 class _Prefetched:
@@ -134,6 +170,12 @@ class Step:
         self.mode = mode or None
         self.prefetched = bool(mode) and learner.algorithm.batchable
         """Whether the draws are made ahead (fixed per step); else excluded from tracing."""
+        self.whole = (
+            self.prefetched
+            and learner.algorithm.compiles_whole
+            and not getattr(getattr(learner, "workers", None), "distributed", False)
+        )
+        """Whether the whole step is one graph; else the oracle alone is compiled."""
         self.compile_seconds = 0.0
         """Seconds of this learner's steps spent compiling (see the module docstring)."""
         self.recompiles = 0
@@ -145,6 +187,7 @@ class Step:
         self._warned = False
         if self.mode:
             self._estimate = functools.partial(_compiled(self.mode), learner)
+            self._whole = _compiled_whole(self.mode)
         if self.mode and not self.prefetched:
             self._install(torch.compiler.disable)
 
@@ -169,13 +212,53 @@ class Step:
             return self._first_step()
         for draw in self._draws.values():
             draw.fill(self._per_step)
-        info = self._timed(lambda: learner.algorithm.step(self._estimate))
+        info = self._timed(self._compiled_step)
         if any(draw.ready for draw in self._draws.values()):
             raise RuntimeError(
                 f"{learner.algorithm.name} drew fewer minibatches than in its first step; a "
                 "compiled step needs a fixed number of draws (set training.compile: false)"
             )
         return info
+
+    def _compiled_step(self) -> StepInfo:
+        """The whole step's graph, or the algorithm's update around the compiled oracle."""
+        algorithm = self.learner.algorithm
+        if self.whole:
+            try:
+                return self._whole(algorithm, self.learner.estimate)
+            except torch._dynamo.exc.TorchDynamoException as error:
+                self._leave_whole(error)  # raised while compiling, before any state moved
+        return algorithm.step(self._estimate)
+
+    def _enter_whole(self) -> None:
+        """Make the algorithm's step traceable: gradients by ``autograd.grad``, a torch
+        optimiser replaced by its functional stand-in on the same state; if the optimiser
+        has none, the oracle alone is compiled."""
+        algorithm = self.learner.algorithm
+        optimizer = getattr(algorithm, "optimizer", None)
+        if isinstance(optimizer, torch.optim.Optimizer):
+            functional = functional_optimizer(optimizer)
+            if functional is None:
+                self.whole = False
+                return
+            algorithm.optimizer = functional
+        algorithm.gradients_by_grad = True
+        algorithm.hyperparameters_as_tensors()
+
+    def _leave_whole(self, error: Exception) -> None:
+        """Back to the compiled oracle, with one warning saying why."""
+        algorithm = self.learner.algorithm
+        if isinstance(getattr(algorithm, "optimizer", None), FunctionalOptimizer):
+            algorithm.optimizer = algorithm.optimizer.wrapped
+        algorithm.gradients_by_grad = False
+        self.whole = False
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(
+            f"training.compile: {algorithm.name}'s step cannot be compiled whole ({reason}); "
+            "its oracle is compiled alone",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _retaining_estimate(self) -> Sample:
         """The compiled oracle for an algorithm that takes several gradients of one sample
@@ -190,6 +273,8 @@ class Step:
         info = self.learner.algorithm.step(self.learner.estimate)
         self._per_step = self.learner.estimates - before
         self._install(_Prefetched)
+        if self.whole:
+            self._enter_whole()
         return info
 
     def _timed(self, call: Callable[[], StepInfo]) -> StepInfo:

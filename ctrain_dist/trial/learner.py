@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ctrain_dist.algorithms import Sample, build_algorithm
+from ctrain_dist.algorithms import ALGORITHMS, Sample, build_algorithm
 from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
 from ctrain_dist.data.sampler import MinibatchSampler
 from ctrain_dist.data.stratified import (
@@ -71,6 +71,19 @@ def trial_model(
     return build_model(trial.model, num_features, dtype, input_shape).to(device)
 
 
+def trial_problem(
+    trial: TrialSpec, num_groups: int, model: nn.Module | None = None
+) -> ConstrainedProblem:
+    """The trial's constraints (what it is judged on) and the training terms its algorithm
+    reads besides them (``Algorithm.training_terms``: the ``fairret`` baseline's loss)."""
+    cls = ALGORITHMS[trial.algorithm]
+    terms = cls.training_terms(cls.hyperparameters(**trial.hyperparameters))
+    return ConstrainedProblem(
+        build_constraints(trial.constraints, num_groups, model),
+        build_constraints(terms, num_groups),
+    )
+
+
 def trial_sampler(trial: TrialSpec, data: Data) -> Sampler:
     """The trial's minibatch stream over ``data``'s training rows, fixed by its seed (drawn
     where the rows are: a streamed dataset keeps them on the host for its loader)."""
@@ -85,6 +98,18 @@ def trial_sampler(trial: TrialSpec, data: Data) -> Sampler:
         rows_per_group=trial.training.rows_per_group,
         constraint_rows_per_group=trial.training.constraint_rows_per_group,
     )
+
+
+def per_value_setting(
+    trial: TrialSpec, problem: ConstrainedProblem, name: str
+) -> list[float | None]:
+    """Each constraint value's own ``name`` (``dual_lr``, ``dual_bound``) from the spec
+    constraint it comes from, None where that sets none (``Algorithm.dual_overrides``)."""
+    return [
+        getattr(spec, name, None)
+        for spec, constraint in zip(trial.constraints, problem.constraints, strict=True)
+        for _ in range(constraint.num_values)
+    ]
 
 
 class Learner(ABC):
@@ -116,22 +141,31 @@ class Learner(ABC):
             [trial.hyperparameters for trial in trials] if self.packed else first.hyperparameters,
             seeds=len(trials) if self.packed else None,
             equality=problem.equality,
+            member_seeds=[trial.seed for trial in trials],
+            dual_lrs=per_value_setting(first, problem, "dual_lr"),
+            dual_bounds=per_value_setting(first, problem, "dual_bound"),
         )
         self.samplers = [trial_sampler(trial, data) for trial in trials]
         self.estimates = 0
         """Oracle calls so far (per seed: every seed draws at every call)."""
-        self.empty_group_estimates = torch.zeros(
+        self.defined_estimates = torch.zeros(
             (len(trials), problem.num_constraints), dtype=torch.int64, device=data.labels.device
         )
-        """``[K, m]``: of those calls, how many left each seed's value ``i`` undefined."""
+        """``[K, m]``: of those calls, how many defined each seed's value ``i``: one in-place
+        add a call (the undefined ones, :attr:`empty_group_estimates`, cost three)."""
 
     def estimate(self) -> Sample:
         """The oracle the algorithm calls: fresh minibatches' :class:`Sample` (loss 0-dim and
         the rest ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack), counted."""
         sample = Sample(*self._draw())
         self.estimates += 1
-        self.empty_group_estimates += (~sample.defined).view(self.empty_group_estimates.shape)
+        self.defined_estimates.add_(sample.defined)
         return sample
+
+    @property
+    def empty_group_estimates(self) -> torch.Tensor:
+        """``[K, m]``: of the oracle calls, how many left each seed's value ``i`` undefined."""
+        return self.estimates - self.defined_estimates
 
     @abstractmethod
     def _draw(self) -> Estimate:
@@ -145,20 +179,23 @@ class Learner(ABC):
         """Each of ``seeds``' metrics on every split, ``split → metric → value``.
 
         Each split is gathered once for all seeds, and only for the time of the evaluation,
-        so memory stays that of the data itself.
+        so memory stays that of the data itself. What is evaluated is the algorithm's output
+        (``Algorithm.output_iterate``: the last iterate, or the random or averaged one its
+        guarantee is for), swapped in for the evaluation and out after it.
         """
         results: list[dict[str, dict[str, float]]] = [{} for _ in seeds]
-        for split in SPLITS:
-            features, labels, groups = self.data.split(split)
-            for result, seed in zip(results, seeds, strict=True):
-                result[split] = evaluate_split(
-                    self.seed_model(seed),
-                    self.problem,
-                    features,
-                    labels,
-                    groups,
-                    self.data.num_groups,
-                )
+        with self.algorithm.output_iterate():
+            for split in SPLITS:
+                features, labels, groups = self.data.split(split)
+                for result, seed in zip(results, seeds, strict=True):
+                    result[split] = evaluate_split(
+                        self.seed_model(seed),
+                        self.problem,
+                        features,
+                        labels,
+                        groups,
+                        self.data.num_groups,
+                    )
         return results
 
     def multipliers(self) -> torch.Tensor:
@@ -173,7 +210,7 @@ class Learner(ABC):
             "algorithm": self.algorithm.state_dict(),
             "samplers": [sampler.state_dict() for sampler in self.samplers],
             "estimates": self.estimates,
-            "empty_group_estimates": self.empty_group_estimates.clone(),
+            "empty_group_estimates": self.empty_group_estimates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -182,9 +219,8 @@ class Learner(ABC):
         for sampler, saved in zip(self.samplers, state["samplers"], strict=True):
             sampler.load_state_dict(saved)
         self.estimates = int(state["estimates"])
-        self.empty_group_estimates = state["empty_group_estimates"].to(
-            self.empty_group_estimates.device
-        )
+        empty = state["empty_group_estimates"].to(self.defined_estimates.device)
+        self.defined_estimates = self.estimates - empty
 
 
 def rank_slice(workers: Workers, rows: torch.Tensor) -> torch.Tensor:
@@ -209,7 +245,7 @@ class ModelLearner(Learner):
         model = trial_model(trial, data.num_features, device, data.input_shape)
         self.workers = workers
         self.forward = wrap_model(model, workers, device)
-        problem = ConstrainedProblem(build_constraints(trial.constraints, data.num_groups, model))
+        problem = trial_problem(trial, data.num_groups, model)
         super().__init__([trial], data, model, problem)
         if isinstance(data, StreamingData):
             # Same rows as in memory; each rank's loader reads only its slice of them.

@@ -184,9 +184,19 @@ def classification_metrics(
 @torch.no_grad()
 def predict_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Logits of every row, in chunks (``features.chunk_rows`` when it says: a streamed
-    split's rows are read chunk by chunk, ``data/streaming.py``)."""
+    split's rows are read chunk by chunk, ``data/streaming.py``).
+
+    The model predicts in evaluation mode and returns to the mode it was in: a user's model
+    with BatchNorm would otherwise fold the evaluated split into its running statistics (and
+    change the training that follows), and one with dropout would score a random subnetwork.
+    """
     size = getattr(features, "chunk_rows", EVAL_CHUNK_ROWS)
-    chunks = [model(features[i : i + size]) for i in range(0, len(features), size)]
+    training = model.training
+    model.eval()
+    try:
+        chunks = [model(features[i : i + size]) for i in range(0, len(features), size)]
+    finally:
+        model.train(training)
     return torch.cat(chunks).squeeze(-1)
 
 

@@ -6,8 +6,11 @@ dimension and runs every step as batched matmuls, paying the overhead once for a
 
 Invariants, which make a packed seed indistinguishable from the same seed trained alone:
 
-* initialisation: each seed's MLP is built as it is built alone (``learner.trial_model``),
-  then the K models are stacked, so a packed seed starts from its unpacked weights bitwise;
+* initialisation: each seed's model is built as it is built alone (``learner.trial_model``),
+  then the K models are stacked, so a packed seed starts from its unpacked weights bitwise:
+  the built-in MLP as a :class:`StackedMLP` (batched matmuls), a user's ``model.factory``
+  model as a ``stacked_module.StackedModule`` (``torch.func`` ``vmap``, when the model allows
+  it: the driver's probe checks on one minibatch, ``trial.probe``);
 * data: each seed draws from its own sampler, seeded as alone; a step gathers ``[K, B]`` rows;
 * statistics: ``ConstrainedProblem.batch_estimate`` (what a single model calls in one
   process) vmapped over the seeds, so ``estimate()`` returns ``loss: [K]`` and ``c``,
@@ -38,7 +41,8 @@ loss is non-finite at an evaluation point ends with status ``diverged``, its row
 it would write alone; its slice keeps computing until the pack ends, harmlessly, since no
 operation mixes seeds. Packs train in one process on a step budget
 (``spec.require_single_process_packs``); algorithms that cannot batch seeds and the
-``weight_norm`` constraint are never packed (``spec.packing_obstacle``).
+``weight_norm`` constraint are never packed (``spec.packing_obstacle``), nor is user code
+(a model, a constraint) that the driver's probe found ``vmap`` cannot batch exactly.
 """
 
 from __future__ import annotations
@@ -50,11 +54,12 @@ from torch import nn
 from torch.nn import functional
 
 from ctrain_dist.algorithms import ALGORITHMS
-from ctrain_dist.constraints import ConstrainedProblem, Estimate, build_constraints
+from ctrain_dist.constraints import Estimate
 from ctrain_dist.data.stratified import constraint_weights, design_weights
 from ctrain_dist.data.tabular import TabularData
 from ctrain_dist.spec import TrialSpec, can_share_a_pack, packing_obstacle
-from ctrain_dist.trial.learner import Learner, trial_data, trial_model
+from ctrain_dist.trial.learner import Learner, trial_data, trial_model, trial_problem
+from ctrain_dist.trial.stacked_module import StackedModule
 
 
 class StackedMLP(nn.Module):
@@ -167,8 +172,9 @@ def check_pack(trials: Sequence[TrialSpec]) -> None:
 
 
 class PackedLearner(Learner):
-    """K seeds of one configuration as one computation: stacked model, one algorithm over the
-    stacked parameters (``seeds=K``), K samplers, in one process."""
+    """K seeds of one configuration as one computation: stacked model (:class:`StackedMLP`
+    or, for a ``model.factory`` model, ``StackedModule``), one algorithm over the stacked
+    parameters (``seeds=K``), K samplers, in one process."""
 
     packed = True
 
@@ -178,8 +184,9 @@ class PackedLearner(Learner):
         check_pack(trials)
         first = trials[0]
         data = trial_data(first, data, device)
-        model = StackedMLP([trial_model(t, data.num_features, device) for t in trials])
-        problem = ConstrainedProblem(build_constraints(first.constraints, data.num_groups))
+        models = [trial_model(t, data.num_features, device, data.input_shape) for t in trials]
+        model = StackedMLP(models) if first.model.factory is None else StackedModule(models)
+        problem = trial_problem(first, data.num_groups)
         super().__init__(trials, data, model, problem)
         self.weights = design_weights(self.samplers[0])
         self.constraint_weights = constraint_weights(self.samplers[0])
@@ -199,7 +206,8 @@ class PackedLearner(Learner):
         """Every seed's fresh minibatch: mean losses ``[K]`` and readings ``[K, m]``."""
         seeds = len(self.samplers)
         rows = torch.stack([sampler.next() for sampler in self.samplers]).reshape(-1)
-        features = self.data.features.index_select(0, rows).view(seeds, -1, self.data.num_features)
+        features = self.data.features.index_select(0, rows)
+        features = features.view(seeds, -1, *self.data.input_shape)
         logits = self.model(features).squeeze(-1)
         labels = self.data.labels.index_select(0, rows).view(seeds, -1)
         groups = self.data.groups.index_select(0, rows).view(seeds, -1)

@@ -153,7 +153,10 @@ def wilson_interval(count: int, n: int, confidence: float = CONFIDENCE) -> tuple
     share = count / n
     centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # at 0/n and n/n the bound is exactly 0 or 1; centre ∓ half leaves rounding (5.6e-17)
+    low = 0.0 if count == 0 else max(0.0, centre - half)
+    high = 1.0 if count == n else min(1.0, centre + half)
+    return float(low), float(high)
 
 
 def newcombe_interval(
