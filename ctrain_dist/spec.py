@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.algorithms import ALGORITHMS, RENAMED
 from ctrain_dist.constraints import BUILTIN_SPECIFIC_CONSTRAINTS, CONSTRAINTS, GAP_CONSTRAINTS
 from ctrain_dist.data.config import DATASETS, AdultDataSpec, DataSpec, SplitSpec, StrictModel
 from ctrain_dist.errors import SpecError
@@ -231,6 +231,8 @@ class AlgorithmSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
+        if name in RENAMED:
+            raise ValueError(f"algorithm {name!r} was renamed: use {RENAMED[name]}")
         if name not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
         return name

@@ -168,7 +168,10 @@ def test_penalty_barrier_functions_vanish_with_unit_slope_at_zero(phi):
 def test_pbm_anneals_the_penalty_after_each_outer_iteration():
     x, estimate, _ = _problem()
     algorithm = build_algorithm(
-        "pbm", [x], 1, {"inner_steps": 2, "penalty": 1.0, "anneal": 0.5, "min_penalty": 0.3}
+        "classical_pbm",
+        [x],
+        1,
+        {"inner_steps": 2, "penalty": 1.0, "anneal": 0.5, "min_penalty": 0.3},
     )
     penalties = [float(algorithm.step(estimate)["penalty"]) for _ in range(6)]
     assert penalties == [1.0, 0.5, 0.5, 0.3, 0.3, 0.3]
@@ -234,7 +237,7 @@ def _host_counters(algorithm) -> list[torch.Tensor]:
 @pytest.mark.parametrize("start", [0.0, 3.0], ids=["feasible", "infeasible"])
 def test_step_never_reads_a_tensor_value_on_the_host(name, settings, start):
     x, estimate, _ = _problem(start=start)
-    hp = {"inner_steps": 1, **settings} if name == "pbm" else settings
+    hp = {"inner_steps": 1, **settings} if name == "classical_pbm" else settings
     algorithm = build_algorithm(name, [x], 1, hp)
     algorithm.step(estimate)  # torch.optim initialises lazily; watch the steady state
     with _HostSyncDetector(_host_counters(algorithm)) as detector:
@@ -251,7 +254,7 @@ def test_state_dict_resumes_the_same_trajectory_bitwise(name, settings, seeds):
     k = 6
     x, estimate, generator = _problem(sigma=0.1, seeds=seeds)
     # PBM: the resumed steps cross outer iterations
-    hp = {"inner_steps": 4, **settings} if name == "pbm" else settings
+    hp = {"inner_steps": 4, **settings} if name == "classical_pbm" else settings
     algorithm = build_algorithm(name, [x], 1, hp, seeds)
     for _ in range(k):
         algorithm.step(estimate)

@@ -183,7 +183,10 @@ def test_inequality_specs_keep_their_trial_ids():
     ("change", "refused"),
     [
         ({"constraints": [{"kind": "loss_gap", "bound": 0.0, "equality": True}]}, "two-sided"),
-        ({"algorithms": [{"name": "pbm"}]}, "pbm takes inequality constraints only"),
+        (
+            {"algorithms": [{"name": "classical_pbm"}]},
+            "classical_pbm takes inequality constraints only",
+        ),
     ],
 )
 def test_a_spec_that_cannot_hold_an_equality_is_refused_before_training(change, refused):

@@ -40,7 +40,7 @@ TIGHT = 1e-10
 CPU = torch.device("cpu")
 SETTINGS: dict[str, dict[str, Any]] = {
     "switching_subgradient": {"lr_constraint": 0.5},
-    "pbm": {"inner_steps": 20},
+    "classical_pbm": {"inner_steps": 20},
     "nupi": {"primal": "momentum"},
     "ssl_alm": {"primal": "adam", "lr": 0.01},
 }

@@ -143,7 +143,7 @@ CONFIGS = {
             "annealing_period": 30,
         },
     ],
-    "pbm": [
+    "classical_pbm": [
         {"primal": "momentum", "momentum": 0.9, "lr": 0.05, "inner_steps": 20},
         {"primal": "momentum", "momentum": 0.5, "lr": 0.02, "inner_steps": 20},
         {"primal": "momentum", "momentum": 0.7, "lr": 0.1, "inner_steps": 20},
@@ -311,10 +311,13 @@ def test_configurations_differing_in_a_choice_or_a_count_train_apart_and_say_why
         "differ in it train in separate packs"
     ]
     pbm = [{"inner_steps": 10}, {"inner_steps": 20}]
-    spec = _spec("pbm", pbm, "seeds=[3]")
+    spec = _spec("classical_pbm", pbm, "seeds=[3]")
     logged.clear()
     assert [len(pack) for pack in plan_packs(spec, spec.trials(), logged.append)] == [1, 1]
-    assert "pbm: inner_steps is a count that sets shapes or when an update happens" in logged[0]
+    assert (
+        "classical_pbm: inner_steps is a count that sets shapes or when an update happens"
+        in logged[0]
+    )
 
 
 def test_an_optional_setting_unset_in_one_configuration_keeps_it_apart():

@@ -110,7 +110,7 @@ DUAL_METHODS = {
     "alm": {},
     "ssl_alm": {},
     "nupi": {},
-    "pbm": {"inner_steps": 1, "init_multiplier": 1.0},
+    "classical_pbm": {"inner_steps": 1, "init_multiplier": 1.0},
 }
 
 

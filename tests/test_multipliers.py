@@ -5,7 +5,7 @@ import torch
 
 from ctrain_dist.algorithms import ALGORITHMS, Multiplier, build_algorithm
 
-PRIMAL_DUAL = {"alm", "ssl_alm", "ialm", "nupi", "pbm", "spbm"}
+PRIMAL_DUAL = {"alm", "ssl_alm", "ialm", "nupi", "classical_pbm", "spbm"}
 """The registered algorithms that keep multipliers."""
 
 

@@ -35,7 +35,7 @@ PACKABLE = sorted(name for name, cls in ALGORITHMS.items() if cls.batchable)
 SETTINGS = {
     "sgd": {"momentum": 0.9},
     "switching_subgradient": {"step_rule": "adaptive", "lr_constraint": 0.5},
-    "pbm": {"inner_steps": 20},
+    "classical_pbm": {"inner_steps": 20},
     "alm": {"primal": "adamw", "lr": 0.01, "weight_decay": 0.1},
     "ssl_alm": {"primal": "adam", "lr": 0.01},
     "nupi": {"primal": "momentum"},
@@ -416,7 +416,7 @@ def test_ctrain_train_records_every_failed_attempt_of_a_pack_and_exits_1(tmp_pat
     assert attempts.groupby("trial_id")["attempt_id"].nunique().tolist() == [2, 2]
 
 
-SPARSE = ["alm", "nupi", "pbm", "ssl_alm", "switching_subgradient"]
+SPARSE = ["alm", "classical_pbm", "nupi", "ssl_alm", "switching_subgradient"]
 """The algorithms whose multipliers or switching read which values a minibatch defines."""
 
 

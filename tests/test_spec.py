@@ -62,6 +62,14 @@ def test_unknown_algorithm_is_named():
     assert _error_field(raw) == "algorithms.0.name"
 
 
+def test_the_renamed_pbm_is_refused_with_both_methods_it_could_mean():
+    raw = _raw()
+    raw["algorithms"][0]["name"] = "pbm"
+    with pytest.raises(SpecError, match=r"renamed: use classical_pbm .* or spbm") as error:
+        parse_spec(raw)
+    assert error.value.field == "algorithms.0.name"
+
+
 def test_negative_learning_rate_is_named_with_its_index():
     raw = _raw()
     raw["algorithms"][2]["params"]["lr"] = [0.1, -0.5]

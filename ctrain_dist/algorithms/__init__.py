@@ -51,8 +51,16 @@ ALGORITHMS: Registry[type[Algorithm]] = Registry(
 """The built-ins, the ``ctrain_dist.algorithms`` entry points of installed packages, and any
 ``package.module:Class`` import path (``plugins.Registry``)."""
 
+RENAMED: dict[str, str] = {
+    "pbm": "classical_pbm (Ben-Tal & Zibulevsky's outer-loop method, called pbm before) or "
+    "spbm (humancompatible.train's stochastic PBM)",
+}
+"""Names no longer registered, and what to write instead: refused with this hint (``spec``)
+rather than resolved to a method its user may not mean."""
+
 __all__ = [
     "ALGORITHMS",
+    "RENAMED",
     "Algorithm",
     "Estimate",
     "Hyperparameters",

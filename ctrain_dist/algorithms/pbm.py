@@ -1,8 +1,10 @@
 r"""Stochastic penalty-barrier multiplier method (PBM) with penalty annealing: the classical one.
 
-Not humancompatible.train's stochastic penalty-barrier method, which is ``spbm``
-(``spbm.py``: per-step dual averaging, per-constraint adaptive penalties, other penalty
-functions); this is Ben-Tal & Zibulevsky's outer loop, in a stochastic single-loop form.
+Registered as ``classical_pbm``, not ``pbm``: humancompatible.train calls its own, different
+stochastic penalty-barrier method ``PBM``, which is ``spbm`` here (``spbm.py``: per-step dual
+averaging, per-constraint adaptive penalties, other penalty functions); this is Ben-Tal &
+Zibulevsky's outer loop, in a stochastic single-loop form. A spec naming ``pbm`` is refused with
+both names (``algorithms.RENAMED``), so nobody gets one while meaning the other.
 
 Ben-Tal & Zibulevsky (1997), "Penalty/barrier multiplier methods for convex programming
 problems", SIAM J. Optim. 7(2):347–366; the quadratic extrapolations make the functions
@@ -121,9 +123,9 @@ class PBMHyperparameters(PrimalHyperparameters):
 
 
 class PBM(Algorithm[PBMHyperparameters]):
-    """Stochastic PBM; the update is in the module docstring."""
+    """Classical PBM, stochastic single-loop form; the update is in the module docstring."""
 
-    name = "pbm"
+    name = "classical_pbm"
     constrained = True
     paper = "Ben-Tal & Zibulevsky 1997, SIAM J. Optim. 7(2):347–366 (classical; see spbm)"
     hyperparameters = PBMHyperparameters

@@ -3,11 +3,12 @@ r"""Stochastic penalty-barrier method (SPBM): per-step dual averaging, adaptive 
 The penalty-barrier multiplier method of Ben-Tal & Zibulevsky (1997) in the single-loop
 stochastic form of humancompatible.train 0.4.2 (its ``PBM`` dual optimiser, benchmarked by
 Kliachkin et al., arXiv 2507.04033), which ``tests/test_algorithms_reference.py`` checks step
-for step. Not the classical outer-loop method ``pbm`` (``pbm.py``): that one averages the
-constraint over 50 inner steps and anneals one global penalty; this one moves the multipliers
-every step by exponential averaging and keeps one adaptive penalty per constraint. Its penalty
-functions differ too (they penalise violation quadratically and flatten logarithmically or
-reciprocally on the feasible side, so :math:`\varphi'(-1)` is 0.25, where ``pbm``'s is 0.5).
+for step. Not the classical outer-loop method ``classical_pbm`` (``pbm.py``): that one
+averages the constraint over 50 inner steps and anneals one global penalty; this one moves the
+multipliers every step by exponential averaging and keeps one adaptive penalty per constraint.
+Its penalty functions differ too (they penalise violation quadratically and flatten
+logarithmically or reciprocally on the feasible side, so :math:`\varphi'(-1)` is 0.25, where
+``classical_pbm``'s is 0.5).
 
 Problem: :math:`\min_x f(x)` s.t. :math:`c(x) \le 0`. With multipliers :math:`\lambda > 0` and
 penalties :math:`p > 0`, one per constraint, the primal objective is
@@ -178,7 +179,10 @@ class SPBM(Algorithm[SPBMHyperparameters]):
 
     name = "spbm"
     constrained = True
-    paper = "Ben-Tal & Zibulevsky 1997 (stochastic single-loop form of humancompatible.train)"
+    paper = (
+        "humancompatible.train 0.4.2's PBM (Kliachkin et al., arXiv 2507.04033), "
+        "after Ben-Tal & Zibulevsky 1997"
+    )
     hyperparameters = SPBMHyperparameters
     state_attributes = ("duals", "penalties", "epoch", "epoch_step", "optimizer")
     member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS | {
