@@ -135,7 +135,7 @@ class BareIALM(_Bare):
         weight = (1.0 / torch.linalg.vector_norm(observed)).clamp(max=1.0)
         self.duals = (self.duals + weight * observed).clamp(0, 100)
         self.backward(loss + ((self.duals + 1.0 * observed.clamp_min(0)) * c).sum())
-        self.descend(0.05)
+        self.sgd_step(0.05)
 
 
 HAND_WRITTEN = {**BARE, "ialm": BareIALM}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from list_sink import ListSink
 
 from ctrain_dist import store
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
@@ -244,10 +245,10 @@ def test_packed_configurations_write_the_rows_they_write_alone_and_name_their_pa
     (pack,) = _spec("alm", CONFIGS["alm"][:2], *small).packs()
     unpacked = _spec("alm", CONFIGS["alm"][:2], *small, "configurations_per_trial=1")
     assert [t.trial_id for t in pack] == [t.trial_id for t in unpacked.trials()]
-    packed = _ListSink()
+    packed = ListSink()
     train(pack, packed)
     for trial in pack:
-        alone = _ListSink()
+        alone = ListSink()
         train([trial], alone)
         mine = [row for row in packed.eval_rows if row["trial_id"] == trial.trial_id]
         assert len(mine) == len(alone.eval_rows)
@@ -257,18 +258,6 @@ def test_packed_configurations_write_the_rows_they_write_alone_and_name_their_pa
         _assert_rows_close(alone.trial_rows[0], row)
         assert json.loads(row["packed_with"]) == [t.trial_id for t in pack]
     assert len({row["attempt_id"] for row in packed.trial_rows}) == len(pack)
-
-
-class _ListSink:
-    def __init__(self) -> None:
-        self.eval_rows: list[dict] = []
-        self.trial_rows: list[dict] = []
-
-    def evals(self, rows):
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row):
-        self.trial_rows.append(trial_row)
 
 
 UNCOMPARED = {"attempt_id", "time_s", "train_time_s", "wall_time_s", "started_at", "ended_at"}

@@ -14,10 +14,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from list_sink import ListSink
 
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.data.load import load_data
@@ -78,21 +78,6 @@ def _host_syncs(mode: str) -> Iterator[None]:
         yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-class _Rows:
-    """A sink that keeps every row it is sent."""
-
-    def __init__(self) -> None:
-        self.eval_rows: list[dict[str, Any]] = []
-        self.trial_rows: list[dict[str, Any]] = []
-
-    def evals(self, rows: list[dict[str, Any]]) -> None:
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row: dict[str, Any] | None) -> None:
-        if trial_row is not None:
-            self.trial_rows.append(trial_row)
 
 
 @pytest.mark.parametrize("seeds", SEEDS)
@@ -160,7 +145,7 @@ def test_ghost_steps_on_the_device_with_its_subproblems_on_the_host(data):
 @pytest.mark.parametrize("seeds", SEEDS)
 def test_seeds_train_through_the_loop_on_the_device_into_plain_rows(data, seeds):
     trials = _trials("ssl_alm", seeds)
-    sink = _Rows()
+    sink = ListSink()
     returned = train(trials, sink, data=data)
     assert [row[TRIAL_ID] for row in returned] == [trial.trial_id for trial in trials]
     assert {(row[STATUS], row[DEVICE]) for row in returned} == {(STATUS_FINISHED, str(CUDA))}
@@ -173,7 +158,7 @@ def test_seeds_train_through_the_loop_on_the_device_into_plain_rows(data, seeds)
 def test_a_trial_reaches_on_the_device_the_values_it_reaches_on_the_cpu(data):
     rows = {}
     for device in ("cpu", CUDA.type):
-        sink = _Rows()
+        sink = ListSink()
         overrides = ("training.dtype=float64", f"training.device={device}")
         train(_trials("ssl_alm", 1, *overrides), sink, data=data)
         rows[device] = sink.eval_rows

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from fairret.loss import LSELoss, NormLoss
+from list_sink import ListSink
 from torch.nn import functional
 
 from ctrain_dist.algorithms.fairret_baseline import FairretHyperparameters, FairretStatistic
@@ -164,21 +165,9 @@ def test_packed_seeds_read_the_term_each_seed_reads_alone():
     assert pack.terms.shape == (2, 1)
 
 
-class _Rows:
-    def __init__(self) -> None:
-        self.eval_rows: list[dict] = []
-        self.trial_rows: list[dict] = []
-
-    def evals(self, rows):
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row):
-        self.trial_rows.append(trial_row)
-
-
 def test_a_trial_is_judged_on_the_specs_constraints_not_on_its_regulariser():
     trial = _trials("training.constraint_rows_per_group=8")[0]
-    (row,) = train([trial], _Rows())
+    (row,) = train([trial], ListSink())
     assert row["status"] == "finished"
     names = json.loads(row[CONSTRAINT_NAMES])
     assert len(names) == 2 and all(name.startswith("loss_gap") for name in names)
@@ -192,7 +181,7 @@ def _train_fairret(folder: str, *overrides: str) -> None:
     """Every rank trains the trial; rank 0 checkpoints it at its last step."""
     steps = ("training.budget.steps=40", "training.checkpoint_every=40")
     (trial,) = _trials("seeds=[3]", *steps, *overrides)
-    train([trial], _Rows(), checkpoint=Path(folder) / "fairret.pt")
+    train([trial], ListSink(), checkpoint=Path(folder) / "fairret.pt")
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from list_sink import ListSink
 
 from ctrain_dist import store
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
@@ -43,18 +44,6 @@ SETTINGS = {
 """Settings that exercise more of a step in 100 steps (momentum, Polyak steps, dual updates,
 each primal optimiser over stacked parameters; penalty and PBM keep the SGD primal)."""
 UNCOMPARED = {"attempt_id", "time_s", "train_time_s", "wall_time_s", "started_at", "ended_at"}
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.eval_rows: list[dict] = []
-        self.trial_rows: list[dict] = []
-
-    def evals(self, rows):
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row):
-        self.trial_rows.append(trial_row)
 
 
 def _spec(algorithm: str, *overrides: str):

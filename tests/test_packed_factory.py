@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 from byo import MODULE, write_user_module
+from list_sink import ListSink
 
 from ctrain_dist import store
 from ctrain_dist.data.load import load_data
@@ -102,18 +103,6 @@ SETTINGS = {
 }
 """Each a different state over the stacked parameters: duals and Adam moments, switching
 decisions and Polyak steps, Adam alone."""
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.eval_rows: list[dict] = []
-        self.trial_rows: list[dict] = []
-
-    def evals(self, rows):
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row):
-        self.trial_rows.append(trial_row)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from list_sink import ListSink
 
 from ctrain_dist import store
 from ctrain_dist.cli.main import main
@@ -239,20 +240,6 @@ def test_pandas_reads_a_table_directory_with_sweep_id(tmp_path: Path) -> None:
 
 ROOT = Path(__file__).parents[1]
 QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
-
-
-class ListSink:
-    """A trainer sink that keeps the rows, so a test can look at exactly what a trial emits."""
-
-    def __init__(self) -> None:
-        self.eval_rows: list[dict] = []
-        self.trial_rows: list[dict] = []
-
-    def evals(self, rows: list[dict]) -> None:
-        self.eval_rows.extend(rows)
-
-    def finish(self, trial_row: dict) -> None:
-        self.trial_rows.append(trial_row)
 
 
 @pytest.fixture(scope="module")
