@@ -1,8 +1,9 @@
 """A spec from YAML and ``--set`` overrides, validated whole, or one line naming the field.
 
-Why every check runs here before anything starts: a mistake found by a Ray worker minutes
-into a sweep costs the whole sweep; a :class:`SpecError` names the field in one line and the
-CLI exits 2 on it.
+Why one entry point (:func:`parse_spec`) runs every check that needs only the spec, in a fixed
+order (finite numbers, tuning, trial count, each configuration, data, batch): the first
+problem found is the one reported, so the same bad spec always gets the same one line, and
+nothing downstream sees a spec that skipped a check.
 """
 
 from __future__ import annotations
