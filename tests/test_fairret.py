@@ -2,7 +2,9 @@
 
 The reference for every value and gradient here is the fairret package itself (``fairret``
 on PyPI), called as the Folktables benchmark's training loop calls it:
-``loss(logits, one_hot(groups), labels)``.
+``loss(logits, one_hot(groups), labels)``. Two workers against one process, with and without
+groups missing from batches, is ``tests/test_distributed.py``'s check of every data-parallel
+algorithm, fairret among them.
 """
 
 import json
@@ -22,7 +24,6 @@ from ctrain_dist.data.load import load_data
 from ctrain_dist.errors import SpecError
 from ctrain_dist.spec import load_spec
 from ctrain_dist.store.schema import CONSTRAINT_NAMES
-from ctrain_dist.trial import distributed
 from ctrain_dist.trial.distributed import Workers
 from ctrain_dist.trial.learner import ModelLearner, trial_sampler
 from ctrain_dist.trial.loop import train
@@ -171,30 +172,6 @@ def test_a_trial_is_judged_on_the_specs_constraints_not_on_its_regulariser():
     assert row["status"] == "finished"
     names = json.loads(row[CONSTRAINT_NAMES])
     assert len(names) == 2 and all(name.startswith("loss_gap") for name in names)
-
-
-SPARSE = ("data.sensitive=race", "training.batch_size=8")
-"""Batches of 8 over white / non-white: many global batches, and more rank slices, lack a group."""
-
-
-def _train_fairret(folder: str, *overrides: str) -> None:
-    """Every rank trains the trial; rank 0 checkpoints it at its last step."""
-    steps = ("training.budget.steps=40", "training.checkpoint_every=40")
-    (trial,) = _trials("seeds=[3]", *steps, *overrides)
-    train([trial], ListSink(), checkpoint=Path(folder) / "fairret.pt")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("overrides", [(), SPARSE], ids=["plain", "groups-missing"])
-def test_two_workers_train_the_trajectory_of_one_process(tmp_path, overrides):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    _train_fairret(str(one), *overrides)
-    distributed.launch_local(2, _train_fairret, (str(two), *overrides))
-    alone, workers = (torch.load(f / "fairret.pt", weights_only=False) for f in (one, two))
-    for name, value in alone["model"].items():
-        torch.testing.assert_close(workers["model"][name], value, rtol=1e-9, atol=1e-11)
-    assert (alone["empty_group_estimates"].sum() > 0) == bool(overrides)
 
 
 def test_fairrets_projection_losses_are_refused_in_one_line_naming_the_field():
