@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from list_sink import ListSink
+from seed_slices import TIGHT, assert_slice_close
 
 from ctrain_dist import store
 from ctrain_dist.algorithms import ALGORITHMS, build_algorithm
@@ -30,7 +31,6 @@ from ctrain_dist.trial.packed import PackedLearner
 
 QUICKSTART = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
 STEPS = 100
-TIGHT = 1e-10
 RANK = 1e-5
 PACKABLE = sorted(name for name, cls in ALGORITHMS.items() if cls.batchable)
 SETTINGS = {
@@ -81,24 +81,6 @@ def runs(request, tmp_path_factory):
     return trials, alone, packed, pack
 
 
-def _assert_seed_slice_close(alone, packed, seed: int, where: str) -> None:
-    """``packed`` holds ``alone`` for every seed: tensors gain a leading seed dimension."""
-    if isinstance(alone, torch.Tensor):
-        if packed.ndim == alone.ndim + 1:
-            packed = packed[seed]
-        torch.testing.assert_close(packed, alone, rtol=0, atol=TIGHT, msg=where)
-    elif isinstance(alone, dict):
-        assert alone.keys() == packed.keys(), where
-        for key in alone:
-            _assert_seed_slice_close(alone[key], packed[key], seed, f"{where}.{key}")
-    elif isinstance(alone, list | tuple):
-        assert len(alone) == len(packed), where
-        for i, (a, p) in enumerate(zip(alone, packed, strict=True)):
-            _assert_seed_slice_close(a, p, seed, f"{where}[{i}]")
-    else:
-        assert alone == packed, where
-
-
 def _is_rank_metric(key: str) -> bool:
     """An AUC column of an evaluation row, or its ``final_<split>_`` column in a trials row."""
     finals = [final_column(split, "") for split in SPLITS]
@@ -125,14 +107,14 @@ def test_packed_seeds_end_with_the_parameters_of_the_seeds_trained_alone(runs):
     trials, alone, _, pack = runs
     for seed, (_, state) in enumerate(alone):
         stacked = dict(zip(state["model"], pack.model.parameters(), strict=True))
-        _assert_seed_slice_close(state["model"], stacked, seed, trials[seed].trial_id)
+        assert_slice_close(state["model"], stacked, seed, trials[seed].trial_id)
 
 
 def test_packed_seeds_end_with_the_duals_and_algorithm_state_of_the_seeds_trained_alone(runs):
     trials, alone, _, pack = runs
     for seed, (_, state) in enumerate(alone):
         packed_state = pack.algorithm.state_dict()
-        _assert_seed_slice_close(state["algorithm"], packed_state, seed, trials[seed].trial_id)
+        assert_slice_close(state["algorithm"], packed_state, seed, trials[seed].trial_id)
 
 
 def test_packed_seeds_write_the_rows_of_the_seeds_trained_alone(runs):
@@ -437,7 +419,7 @@ def test_seeds_whose_batches_lack_a_group_train_packed_as_alone(sparse_runs):
     assert counts.sum() > 0 and len({tuple(row) for row in counts.tolist()}) > 1
     for seed, state in enumerate(alone):
         stacked = dict(zip(state["model"], pack.model.parameters(), strict=True))
-        _assert_seed_slice_close(state["model"], stacked, seed, f"seed {seed} model")
+        assert_slice_close(state["model"], stacked, seed, f"seed {seed} model")
         algorithm = pack.algorithm.state_dict()
-        _assert_seed_slice_close(state["algorithm"], algorithm, seed, f"seed {seed} algorithm")
+        assert_slice_close(state["algorithm"], algorithm, seed, f"seed {seed} algorithm")
         assert torch.equal(state["empty_group_estimates"][0], counts[seed])

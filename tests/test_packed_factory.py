@@ -23,6 +23,7 @@ import torch
 import yaml
 from byo import MODULE, write_user_module
 from list_sink import ListSink
+from seed_slices import TIGHT, assert_slice_close
 
 from ctrain_dist import store
 from ctrain_dist.data.load import load_data
@@ -39,7 +40,6 @@ from ctrain_dist.trial.stacked_module import StackedModule
 
 STEPS = 100
 DEADLINE_S = 300  # a deadline for a hung command, not a measure of speed
-TIGHT = 1e-10
 SEEDS = [3, 5, 8]
 NETS_MODULE = "mylab_nets"
 NETS = '''
@@ -136,27 +136,6 @@ def raw_spec(algorithm: str = "alm", model: str = f"{MODULE}:cnn", **training) -
         "seeds": SEEDS,
         "seeds_per_trial": len(SEEDS),
     }
-
-
-def assert_slice_close(alone, packed, seed: int, where: str) -> None:
-    """``packed`` holds ``alone`` for ``seed``: tensors gain a leading seed dimension."""
-    if isinstance(alone, torch.Tensor):
-        if packed.ndim == alone.ndim + 1:
-            packed = packed[seed]
-        if alone.dtype.is_floating_point:
-            torch.testing.assert_close(packed, alone, rtol=0, atol=TIGHT, msg=where)
-        else:
-            assert torch.equal(packed, alone), where
-    elif isinstance(alone, dict):
-        assert alone.keys() == packed.keys(), where
-        for key in alone:
-            assert_slice_close(alone[key], packed[key], seed, f"{where}.{key}")
-    elif isinstance(alone, list | tuple):
-        assert len(alone) == len(packed), where
-        for i, (a, p) in enumerate(zip(alone, packed, strict=True)):
-            assert_slice_close(a, p, seed, f"{where}[{i}]")
-    else:
-        assert alone == packed, where
 
 
 def assert_rows_close(alone: dict, packed: dict, where: str, resumed: bool = False) -> None:
