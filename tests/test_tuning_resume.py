@@ -28,14 +28,17 @@ from ctrain_dist import store
 from ctrain_dist.store.schema import TERMINAL_STATUSES
 
 SWEEP = "tuning-resume"
-# Trials long enough to outlast the driver's flush interval (launch/ray_sweep.py FLUSH_SECONDS):
-# with 150 steps an idle machine finished the whole search between two flushes, before the kill.
-CONFIGURATIONS, SEEDS, STEPS = 3, 2, 800
+# The kill must land mid-search: the store shows a configuration's rows only at the driver's
+# next flush (launch/ray_sweep.py FLUSH_SECONDS, 5 s), so the rest of the search must outlast a
+# flush interval even when ASHA stops every later trial at its first rung. So each trial trains
+# at least GRACE steps: with 150 and then 800 steps (no floor), an idle machine finished the
+# whole search between two flushes, before the kill.
+CONFIGURATIONS, SEEDS, STEPS, GRACE = 3, 2, 1600, 800
 SPEC = {
     "name": SWEEP,
     "data": {"dataset": "adult"},
     "constraints": [{"kind": "loss_gap", "bound": 0.05}],
-    "training": {"batch_size": 64, "budget": {"steps": STEPS}, "eval_every": 100},
+    "training": {"batch_size": 64, "budget": {"steps": STEPS}, "eval_every": 200},
     "algorithms": [
         {"name": "sgd", "params": {"lr": {"loguniform": [1e-3, 0.3]}}},
         {"name": "alm", "params": {"lr": {"loguniform": [1e-3, 0.3]}, "primal": "sgd"}},
@@ -44,7 +47,7 @@ SPEC = {
         "budget": {"configurations": CONFIGURATIONS},
         "search": "optuna",
         "seeds_per_configuration": SEEDS,
-        "scheduler": {"asha": {"grace_period": 100, "reduction_factor": 2}},
+        "scheduler": {"asha": {"grace_period": GRACE, "reduction_factor": 2}},
     },
     "seeds_per_trial": SEEDS,
     "resources": {"max_concurrent_trials": 1},
