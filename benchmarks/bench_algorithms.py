@@ -77,17 +77,28 @@ class _BareWithSGD(_Bare):
 
 
 class BareIALM(_BareWithSGD):
-    def __init__(self, *tensors: torch.Tensor) -> None:
+    """iALM by hand: dual step min(β, γ/‖c‖) first, then the primal step, then β ← σβ. The
+    defaults are ``CONFIGURATIONS["ialm"]``; ``bench_compile`` times it at iALM's own defaults
+    (β = 1 held, γ = 1)."""
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        penalty: float = 0.5,
+        growth: float = 1.0001,
+        dual_step_bound: float = 0.1,
+    ) -> None:
         super().__init__(*tensors)
-        self.beta = 0.5
+        self.beta, self.growth, self.dual_step_bound = penalty, growth, dual_step_bound
 
     def step(self) -> None:
         loss, c = self.loss_and_gap()
         observed = c.detach()
-        weight = (0.1 / torch.linalg.vector_norm(observed)).clamp(max=self.beta)
+        gamma = self.dual_step_bound
+        weight = (gamma / torch.linalg.vector_norm(observed)).clamp(max=self.beta)
         self.duals = (self.duals + weight * observed).clamp(0, 100)
         self.primal_step(loss + ((self.duals + self.beta * observed.clamp_min(0)) * c).sum())
-        self.beta *= 1.0001
+        self.beta *= self.growth
 
 
 class BareSPBM(_BareWithSGD):

@@ -10,7 +10,7 @@ one thread, a loss-gap constraint). Candidates, each with its own model and stat
 - ``eager:<algorithm>``: the same ``Step`` eager, the loop's step without compilation;
 - ``bare:<algorithm>``: ``bench_trainer``'s hand-written eager loop of the same algorithm,
   where it has one (SGD, Adam, penalty, ALM, SSL-ALM, switching subgradient), and iALM's
-  (:class:`BareIALM`, here).
+  (``bench_algorithms.BareIALM`` at iALM's defaults).
 
 Repetitions are interleaved (``benchmarks.interleave``); the ratios are per repetition. The
 compiled candidates' warm-up calls compile them; the timed calls must not compile again
@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from benchmarks import Section, interleave, print_figures, ratios, spread
-from benchmarks.bench_trainer import BARE, _Bare, _cell, trial_specs
+from benchmarks.bench_algorithms import BareIALM
+from benchmarks.bench_trainer import BARE, _cell, trial_specs
 from ctrain_dist.algorithms import ALGORITHMS
 from ctrain_dist.data.load import load_data
 from ctrain_dist.trial.compiled import CACHE_VARIABLE, Step
@@ -121,25 +122,11 @@ def render_device(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class BareIALM(_Bare):
-    """iALM at its defaults (penalty β = 1 held, dual step cap γ = 1, bound 100, SGD 0.05)
-    by hand, as ``bench_trainer``'s bare ALM: the dual step first, then the primal."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        super().__init__(*tensors)
-        self.duals = torch.zeros(2, device=self.features.device)
-
-    def step(self) -> None:
-        loss, c = self.loss_and_gap()
-        observed = c.detach()
-        weight = (1.0 / torch.linalg.vector_norm(observed)).clamp(max=1.0)
-        self.duals = (self.duals + weight * observed).clamp(0, 100)
-        self.backward(loss + ((self.duals + 1.0 * observed.clamp_min(0)) * c).sum())
-        self.sgd_step(0.05)
-
-
-HAND_WRITTEN = {**BARE, "ialm": BareIALM}
-"""``bench_trainer``'s hand-written loops and this module's iALM."""
+HAND_WRITTEN = {
+    **BARE,
+    "ialm": functools.partial(BareIALM, penalty=1.0, growth=1.0, dual_step_bound=1.0),
+}
+"""``bench_trainer``'s hand-written loops, and ``bench_algorithms``' iALM at iALM's defaults."""
 
 
 def _bare(names: Sequence[str]) -> dict[str, Callable[[], None]]:
