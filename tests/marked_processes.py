@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -36,3 +40,18 @@ def kill_marked(marker: str, seconds: float = 60) -> list[int]:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
     return left
+
+
+@contextlib.contextmanager
+def marked_environment(name: str, seconds: float = 30) -> Iterator[tuple[dict[str, str], str]]:
+    """The environment for a test's sweep subprocesses, and its marker ``name=<unique>``: this
+    process's environment plus the marker and a private Ray temp dir (short: Ray's socket
+    paths). At the end every marked process is killed (for up to ``seconds``) and the dir
+    removed, whatever the test did."""
+    value = uuid.uuid4().hex
+    ray_tmp = tempfile.mkdtemp(prefix="ct-", dir="/tmp")
+    try:
+        yield {**os.environ, name: value, "RAY_TMPDIR": ray_tmp}, f"{name}={value}"
+    finally:
+        kill_marked(f"{name}={value}", seconds)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

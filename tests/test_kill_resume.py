@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from marked_processes import kill_marked
+from marked_processes import kill_marked, marked_environment
 
 from ctrain_dist import store
 from ctrain_dist.launch.plan import checkpoint_path
@@ -148,14 +145,8 @@ def _assert_resumed_exactly(
 @pytest.fixture
 def sweep_environment() -> Iterator[tuple[dict[str, str], str]]:
     """The sweeps' environment: a process marker and a private Ray temp dir, cleaned up."""
-    marker = f"CTRAIN_KILL_TEST={uuid.uuid4().hex}"
-    ray_tmp = tempfile.mkdtemp(prefix="ctk-", dir="/tmp")  # short: Ray's socket paths
-    key, value = marker.split("=")
-    try:
-        yield {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}, marker
-    finally:
-        kill_marked(marker)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with marked_environment("CTRAIN_KILL_TEST", 60) as marked:
+        yield marked
 
 
 def _sweep_command(root: Path, overrides: list[str], *extra: str) -> list[str]:

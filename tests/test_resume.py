@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from marked_processes import marked_processes
+from marked_processes import marked_environment, marked_processes
 
 from ctrain_dist import store
 
@@ -50,25 +47,11 @@ def _wait_for_no_marked_processes(marker: str, seconds: float) -> list[int]:
     return left
 
 
-def _kill_marked(marker: str) -> None:
-    for pid in marked_processes(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def sweep_environment() -> Iterator[tuple[dict[str, str], str]]:
     """Environment of the sweep subprocesses: a process marker and a private Ray temp dir."""
-    marker = f"CTRAIN_RESUME_TEST={uuid.uuid4().hex}"
-    ray_tmp = tempfile.mkdtemp(prefix="ctr-", dir="/tmp")  # short: Ray's socket paths
-    key, value = marker.split("=")
-    environment = {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}
-    try:
-        yield environment, marker
-    finally:
-        _kill_marked(marker)
-        _wait_for_no_marked_processes(marker, 30)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with marked_environment("CTRAIN_RESUME_TEST") as marked:
+        yield marked
 
 
 def _finished_attempts(root: Path) -> dict[str, list[str]]:

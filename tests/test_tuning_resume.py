@@ -9,20 +9,16 @@ never trains a configuration twice, and never re-runs a trial the store held.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from marked_processes import kill_marked
+from marked_processes import kill_marked, marked_environment
 
 from ctrain_dist import store
 from ctrain_dist.store.schema import TERMINAL_STATUSES
@@ -56,14 +52,8 @@ SPEC = {
 
 @pytest.fixture
 def environment() -> Iterator[tuple[dict[str, str], str]]:
-    marker = f"CTRAIN_TUNING_TEST={uuid.uuid4().hex}"
-    ray_tmp = tempfile.mkdtemp(prefix="ctt-", dir="/tmp")  # short: Ray's socket paths
-    key, value = marker.split("=")
-    try:
-        yield {**os.environ, key: value, "RAY_TMPDIR": ray_tmp}, marker
-    finally:
-        kill_marked(marker, 30)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with marked_environment("CTRAIN_TUNING_TEST") as marked:
+        yield marked
 
 
 def _ended(root: Path):
