@@ -89,6 +89,7 @@ from ctrain_dist.algorithms.base import (
     StepInfo,
     draw,
     info,
+    scaled,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
@@ -172,10 +173,10 @@ class ALM(Algorithm[ALMHyperparameters]):
         duals = self.duals.value
         if hp.augmentation == "hpr":
             rho = self.hyper("rho", like=duals)
-            weights = self.duals.cone(duals + rho * detached_as(c, self.dtype))
+            weights = self.duals.cone(duals + scaled(rho, detached_as(c, self.dtype)))
         elif hp.augmentation == "quadratic":
             rho = self.hyper("rho", like=duals)
-            weights = duals + rho * self.duals.cone(detached_as(c, self.dtype))
+            weights = duals + scaled(rho, self.duals.cone(detached_as(c, self.dtype)))
         else:
             weights = duals
         self._backward(loss + (detached_as(weights, c.dtype) * c).sum(-1))
@@ -185,11 +186,13 @@ class ALM(Algorithm[ALMHyperparameters]):
         hp = self.hp
         direction = decision
         if hp.dual_momentum:
-            momentum = hp.dual_momentum * self.direction + decision.to(self.dtype)
+            momentum = hp.dual_momentum * self.direction + detached_as(decision, self.dtype)
             self.direction = torch.where(defined, momentum, self.direction)
             direction = self.direction
         dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=direction))
-        self.duals.ascend(dual_lr, direction, where=defined)
+        # Without momentum the direction is the decision values, 0 where undefined (``base``),
+        # so those multipliers stay as they are without a mask (``Multiplier.ascend``).
+        self.duals.ascend(dual_lr, direction, where=defined if hp.dual_momentum else None)
         if hp.restart:
             satisfied = defined & (decision < 0) & ~self.equality
             self.duals.update(torch.zeros_like(self.duals.value), where=satisfied)

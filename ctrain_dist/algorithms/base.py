@@ -66,7 +66,7 @@ differing value as a plain attribute (``members.MemberHyperparameters``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast
 
@@ -121,9 +121,61 @@ def draw(estimate: Estimate) -> Sample:
     return Sample(loss, c, c.detach(), torch.ones_like(c, dtype=torch.bool))
 
 
-StepInfo = dict[str, torch.Tensor]
+StepInfo = Mapping[str, torch.Tensor]
 """What ``step`` returns: detached tensors worth logging, ``loss`` among them; 0-dim, or one
-value per seed (``[K]``) for packed seeds."""
+value per seed (``[K]``) for packed seeds. Eager steps return a :class:`StepLog`."""
+
+LogEntry = torch.Tensor | Callable[[], torch.Tensor]
+"""An algorithm's own logged value, or how to compute it from tensors its step had."""
+
+
+class StepLog(Mapping[str, torch.Tensor]):
+    """A step's log (``info``), each entry computed when read, detached.
+
+    Why lazy: the training loop reads ``loss`` only, at evaluation points, yet every step
+    would otherwise detach it and build the worst violation and the largest multiplier, a
+    reduction or two each. On a small model a step is mostly per-operation dispatch, and
+    these operations, run after the backward pass has evicted the dispatcher's code from the
+    caches, cost about 2% of an ALM step. The log holds the step's own tensors (its loss,
+    decision values and multipliers; the multipliers are replaced, never written in place,
+    by later steps), and an algorithm's entry given as a callable is bound to tensors of this
+    step (``functools.partial``), so a late read gives the step's own value.
+    """
+
+    __slots__ = ("_decision", "_duals", "_extra", "_loss")
+
+    def __init__(
+        self,
+        loss: torch.Tensor,
+        decision: torch.Tensor,
+        duals: torch.Tensor | None,
+        extra: dict[str, LogEntry],
+    ) -> None:
+        self._loss, self._decision, self._duals, self._extra = loss, decision, duals, extra
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key == "loss":
+            return self._loss.detach()
+        if key == "max_violation":
+            return max_violation(self._decision)
+        if key == "max_multiplier" and self._duals is not None:
+            return largest(self._duals)
+        entry = self._extra[key]
+        return (entry if isinstance(entry, torch.Tensor) else entry()).detach()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> list[str]:
+        duals = [] if self._duals is None else ["max_multiplier"]
+        return ["loss", "max_violation", *duals, *self._extra]
+
+    def computed(self) -> dict[str, torch.Tensor]:
+        """Every entry, computed now (what a traced step returns)."""
+        return {key: self[key] for key in self._keys()}
 
 
 class Hyperparameters(BaseModel):
@@ -465,6 +517,15 @@ def _restored(current: Any, saved: Any) -> Any:
     return current
 
 
+def scaled(factor: float | torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``factor · tensor``, with no operation for a factor of exactly 1 (a default such as
+    ALM's ρ), whose product would be ``tensor`` bit for bit: a step of a small model is mostly
+    per-operation dispatch."""
+    if isinstance(factor, float | int) and factor == 1:
+        return tensor
+    return factor * tensor
+
+
 def max_violation(c: torch.Tensor) -> torch.Tensor:
     """``max(0, max_i c_i)`` per seed, detached: the worst constraint's excess (an undefined
     value reads 0, so it adds none)."""
@@ -478,10 +539,10 @@ def largest(values: torch.Tensor) -> torch.Tensor:
     return values.amax(-1) if values.shape[-1] else values.new_zeros(values.shape[:-1])
 
 
-def info(sample: Sample, duals: Multiplier | None = None, **extra: torch.Tensor) -> StepInfo:
+def info(sample: Sample, duals: Multiplier | None = None, **extra: LogEntry) -> StepInfo:
     """The step's log: detached loss and worst violation (of the decision values), the largest
-    multiplier when the algorithm has ``duals``, then algorithm-specific scalars."""
-    log = {"loss": sample.loss.detach(), "max_violation": max_violation(sample.decision)}
-    if duals is not None:
-        log["max_multiplier"] = largest(duals.value)
-    return {**log, **{key: value.detach() for key, value in extra.items()}}
+    multiplier when the algorithm has ``duals``, then algorithm-specific entries (tensors, or
+    callables over tensors of this step). Lazy (``StepLog``) in an eager step; a traced step
+    computes it whole, as part of its graph."""
+    log = StepLog(sample.loss, sample.decision, None if duals is None else duals.value, extra)
+    return log.computed() if torch.compiler.is_compiling() else log

@@ -65,6 +65,8 @@ direction back; this is the only algorithm that synchronises inside ``step``. Th
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import osqp
 import torch
@@ -287,4 +289,4 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
                 p.add_(flat[offset : offset + p.numel()].view_as(p))
                 offset += p.numel()
         self.iteration += 1
-        return info(sample, level=self._scalar(float(level)))
+        return info(sample, level=functools.partial(self._scalar, float(level)))

@@ -49,6 +49,8 @@ by the same double-precision products and minima as the host number, so each mem
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from pydantic import Field
 
@@ -60,6 +62,7 @@ from ctrain_dist.algorithms.base import (
     info,
 )
 from ctrain_dist.algorithms.members import member_tensor
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -130,7 +133,7 @@ class IALM(Algorithm[IALMHyperparameters]):
     def step(self, estimate: Estimate) -> StepInfo:
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
-        observed = torch.where(sample.defined, sample.decision.to(self.dtype), 0.0)
+        observed = detached_as(sample.decision, self.dtype)  # 0 where undefined (``base``)
         momentum = self.hyper("dual_momentum", like=observed)
         if isinstance(momentum, torch.Tensor) or momentum:
             smoothed = momentum * self.direction + (1 - momentum) * observed
@@ -144,16 +147,18 @@ class IALM(Algorithm[IALMHyperparameters]):
         if isinstance(penalty, torch.Tensor):
             penalty = self._per_seed(penalty.to(self.dtype), norm)
         weight = (self.hyper("dual_step_bound", like=norm) / norm).clamp(max=penalty)
-        self.duals.update(self.duals.value + weight * observed, where=sample.defined)
-        violation = self.duals.cone(c.detach().to(self.dtype))
+        # Undefined values observe 0, so their multipliers stay as they are without a mask.
+        self.duals.update(self.duals.value + weight * observed)
+        violation = self.duals.cone(detached_as(c, self.dtype))
         weights = self.duals.value + penalty * violation
-        self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
+        self._backward(loss + (detached_as(weights, c.dtype) * c).sum(-1))
         self.optimizer.step()
         self.penalty = self._grown(self.penalty)
         self.iteration += 1
         penalty = self.penalty
-        logged = self._scalar(penalty) if isinstance(penalty, float) else penalty.to(self.dtype)
-        return info(sample, self.duals, penalty=logged)
+        if isinstance(penalty, float):
+            return info(sample, self.duals, penalty=functools.partial(self._scalar, penalty))
+        return info(sample, self.duals, penalty=functools.partial(penalty.to, self.dtype))
 
     def _grown(self, penalty: float | torch.Tensor) -> float | torch.Tensor:
         """β_{k+1} = min(σ β_k, β_max): host numbers, or float64 tensors per member."""

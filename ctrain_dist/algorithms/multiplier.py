@@ -109,7 +109,9 @@ class Multiplier:
     ) -> None:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(\lambda + \eta\, d)`, with ``d``
         (e.g. the constraint values) detached and cast to the multipliers' dtype; only where
-        ``where`` is true, when given (see :meth:`update`)."""
+        ``where`` is true, when given (see :meth:`update`). Entries where ``d`` is 0 (the
+        decision value of an undefined constraint value) stay as they are without ``where``:
+        :math:`\lambda + \eta \cdot 0 = \lambda`, already in the box."""
         self.update(self.value + step_size * detached_as(direction, self.value.dtype), where)
 
     def update(self, value: torch.Tensor, where: torch.Tensor | None = None) -> None:

@@ -41,6 +41,7 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -78,8 +79,8 @@ class NuPI(Algorithm[NuPIHyperparameters]):
     def step(self, estimate: Estimate) -> StepInfo:
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
-        error = sample.decision.to(self.dtype)
-        self._backward(loss + (self.duals.value.to(c.dtype) * c).sum(-1))
+        error = detached_as(sample.decision, self.dtype)
+        self._backward(loss + (detached_as(self.duals.value, c.dtype) * c).sum(-1))
         self.optimizer.step()
         previous = error if self.iteration == 0 else self.smoothed_error
         nu = self.hyper("nu", like=error)

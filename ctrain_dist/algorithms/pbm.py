@@ -51,6 +51,7 @@ minibatch defined them, and a multiplier no inner step observed keeps its value.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -64,6 +65,7 @@ from ctrain_dist.algorithms.base import (
     draw,
     info,
 )
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -149,11 +151,12 @@ class PBM(Algorithm[PBMHyperparameters]):
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
         phi = _FUNCTIONS[hp.function]
-        barrier = (self.duals.value.to(c.dtype) * self.penalty * phi(c / self.penalty)).sum(-1)
+        duals = detached_as(self.duals.value, c.dtype)
+        barrier = (duals * self.penalty * phi(c / self.penalty)).sum(-1)
         self._backward(loss + barrier)
         self.optimizer.step()
         defined = sample.defined.to(self.dtype)
-        self.constraint_sum += sample.decision.to(self.dtype) * defined
+        self.constraint_sum += detached_as(sample.decision, self.dtype) * defined
         self.observed += defined
         self.iteration += 1
         if self.iteration % hp.inner_steps == 0:
@@ -163,4 +166,4 @@ class PBM(Algorithm[PBMHyperparameters]):
             self.penalty = max(hp.min_penalty, hp.anneal * self.penalty)
             self.constraint_sum = self._zeros(self.num_constraints)
             self.observed = self._zeros(self.num_constraints)
-        return info(sample, self.duals, penalty=self._scalar(self.penalty))
+        return info(sample, self.duals, penalty=functools.partial(self._scalar, self.penalty))

@@ -21,6 +21,7 @@ registered step hook, a setting the fast path does not write (momentum, weight d
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.optim.optimizer import (
@@ -28,11 +29,6 @@ from torch.optim.optimizer import (
     _global_optimizer_post_hooks,
     _global_optimizer_pre_hooks,
 )
-
-_SETTINGS = ("momentum", "weight_decay", "maximize", "differentiable")
-_PLAIN = (0, 0, False, False)
-"""The values of ``_SETTINGS`` under which a group's step is ``x - lr·g`` exactly
-(``dampening`` and ``nesterov`` act only with momentum)."""
 
 _TORCH_STEP = (
     torch.optim.SGD.step
@@ -74,11 +70,23 @@ class PlainSGD(torch.optim.SGD):
         lists: Lists = []
         for group in self.param_groups:
             lr = group["lr"]
-            if isinstance(lr, torch.Tensor) or tuple(map(group.get, _SETTINGS)) != _PLAIN:
+            if isinstance(lr, torch.Tensor) or not _plain(group):
                 return None
-            params = [p for p in group["params"] if p.grad is not None]
-            grads = [p.grad for p in params]
-            if any(grad.is_sparse for grad in grads):
-                return None
+            params, grads = [], []
+            for p in group["params"]:
+                grad = p.grad
+                if grad is not None:
+                    if grad.is_sparse:
+                        return None
+                    params.append(p)
+                    grads.append(grad)
             lists.append((params, grads, lr))
         return lists
+
+
+def _plain(group: dict[str, Any]) -> bool:
+    """Whether a group's step is ``x - lr·g`` exactly (``dampening`` and ``nesterov`` act
+    only with momentum)."""
+    return not (
+        group["momentum"] or group["weight_decay"] or group["maximize"] or group["differentiable"]
+    )

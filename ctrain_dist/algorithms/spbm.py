@@ -69,6 +69,7 @@ initial values, the function, the rule and the counts are shared.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -83,6 +84,7 @@ from ctrain_dist.algorithms.base import (
     info,
     largest,
 )
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -211,9 +213,9 @@ class SPBM(Algorithm[SPBMHyperparameters]):
         function, derivative = FUNCTIONS[hp.function]
         duals, penalties = self.duals.value, self.penalties
         if (self.iteration + 1) % hp.inner_steps == 0:
-            self._dual_step(sample.decision.to(self.dtype), sample.defined, derivative)
-        scale = (duals * penalties).to(c.dtype)
-        self._backward(loss + (scale * function(c / penalties.to(c.dtype))).sum(-1))
+            self._dual_step(detached_as(sample.decision, self.dtype), sample.defined, derivative)
+        scale = detached_as(duals * penalties, c.dtype)
+        self._backward(loss + (scale * function(c / detached_as(penalties, c.dtype))).sum(-1))
         self.optimizer.step()
         self.iteration += 1
         if hp.annealing_period is not None:
@@ -221,7 +223,7 @@ class SPBM(Algorithm[SPBMHyperparameters]):
             if self.epoch_step == hp.annealing_period:
                 self.epoch += 1
                 self.epoch_step = 0
-        return info(sample, self.duals, max_penalty=largest(self.penalties))
+        return info(sample, self.duals, max_penalty=functools.partial(largest, self.penalties))
 
     def _dual_step(self, c: torch.Tensor, defined: torch.Tensor, derivative: Function) -> None:
         """The multiplier and penalty steps on the decision values (module docstring)."""

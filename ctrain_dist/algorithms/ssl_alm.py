@@ -67,7 +67,9 @@ from ctrain_dist.algorithms.base import (
     StepInfo,
     draw,
     info,
+    scaled,
 )
+from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -106,13 +108,13 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
         with torch.no_grad():
             first = draw(estimate)
         dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=duals))
-        self.duals.ascend(dual_lr, first.decision, where=first.defined)
+        self.duals.ascend(dual_lr, first.decision)  # 0 where undefined: those stay as they are
         rho = self.hyper("rho", like=duals)
-        weights = self.duals.cone(self.duals.value + rho * first.c.detach().to(self.dtype))
+        weights = self.duals.cone(self.duals.value + scaled(rho, detached_as(first.c, self.dtype)))
 
         sample = draw(estimate)
         loss, c = sample.loss, sample.c
-        self._backward(loss + (weights.to(c.dtype) * c).sum(-1))
+        self._backward(loss + (detached_as(weights, c.dtype) * c).sum(-1))
         with torch.no_grad():
             # In place, one temporary: with packed seeds each tensor is K models' worth of
             # memory, and this traffic would rival the step's matmuls.

@@ -45,7 +45,7 @@ def true_mean(
     ``present``: ``count > 0``, when the caller has it already (one operation fewer a step).
     """
     present = count > 0 if present is None else present
-    return total / torch.where(present, count, torch.ones_like(count))
+    return total / torch.where(present, count, 1.0)
 
 
 def row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

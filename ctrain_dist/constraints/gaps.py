@@ -69,14 +69,14 @@ class GroupGap(Constraint):
     ) -> torch.Tensor:
         """``[G, n]``: row r's weight in its group's row, 0 elsewhere (no gradient).
 
-        Rows of a cached identity matrix gathered by group id: per-group sums of per-row
+        Columns of a cached identity matrix gathered by group id: per-group sums of per-row
         quantities ``[n, k]`` are then one matmul, with no loop over groups.
         """
         key = (dtype, groups.device)
         if key not in self._identity:
             self._identity[key] = torch.eye(self.num_groups, dtype=dtype, device=groups.device)
-        member = self._identity[key].index_select(0, groups)
-        return (member if weights is None else member * weights.to(dtype)[:, None]).T
+        member = self._identity[key].index_select(1, groups)
+        return member if weights is None else member * weights.to(dtype)
 
     def _layout(
         self, strict: bool, dtype: torch.dtype, device: torch.device
@@ -85,9 +85,10 @@ class GroupGap(Constraint):
 
         For ``pairs="all"``: ``contrast`` ``[num_values, G·channels]`` over the means of every
         group and channel (value ``2k`` is ``+1·mean_a − 1·mean_b`` of comparison ``k`` in the
-        mode's channel, value ``2k + 1`` the reverse), so all gaps are one matrix-vector
-        product, exact (a row has one +1 and one −1, every other product is an exact zero);
-        and ``first``, ``second``, the positions of each value's two means, for its mask.
+        mode's channel, value ``2k + 1`` the reverse), so all values, gap minus bound, are one
+        matrix-vector product added to ``offsets`` (``-bound``; a row has one +1 and one −1,
+        every other product is an exact zero); ``first``, ``second``, the flat positions of
+        each value's two means, for its mask; and the zeros an undefined value reads.
         Otherwise: ``channels``, the mode's channel of each measure.
         """
         key = (strict, dtype, device)
@@ -110,14 +111,17 @@ class GroupGap(Constraint):
             for row, (first, second) in enumerate(at):
                 contrast[row, first], contrast[row, second] = 1.0, -1.0
             positions = torch.tensor(at, device=device).T
-            self._constants[key] = (contrast, positions[0], positions[1])
+            offsets = torch.full((len(rows),), -self.bound, dtype=dtype, device=device)
+            zeros = torch.zeros(len(rows), dtype=dtype, device=device)
+            self._constants[key] = (contrast, positions[0], positions[1], offsets, zeros)
         return self._constants[key]
 
     @abstractmethod
     def _quantities(
         self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-row quantities ``[n, channels]`` and eligibility ``[n, channels]`` (0/1).
+        """Per-row quantities ``[n, channels]`` (or ``[n]`` for one channel) and eligibility
+        ``[n, channels]`` (0/1).
 
         Eligibility depends on the labels only, never on the logits, so counts carry no
         gradient (``value`` relies on it); ``None`` means every row counts in every channel.
@@ -150,8 +154,11 @@ class GroupGap(Constraint):
         values, eligible = self._quantities(logits, labels, losses)
         member = self._membership(groups, weights, logits.dtype)
         if eligible is None:
+            counts = member.sum(dim=1, keepdim=True)
+            if values.ndim == 1:  # one channel: a matrix-vector product, cheaper than a matmul
+                return (member @ values)[:, None], counts
             sums = member @ values
-            return sums, member.sum(dim=1, keepdim=True).expand_as(sums)
+            return sums, counts.expand_as(sums)
         return member @ (values * eligible), member @ eligible
 
     def _split(self, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,25 +182,25 @@ class GroupGap(Constraint):
         means = true_mean(sums, counts, present)
         layout = self._layout(strict, sums.dtype, sums.device)
         if self.pairs == "all":
-            contrast, first, second = layout
+            contrast, first, second, offsets, zeros = layout
             flat = present.reshape(-1)
             defined = flat.index_select(0, first) & flat.index_select(0, second)
-            gaps = torch.mv(contrast, means.reshape(-1))
+            values = torch.where(defined, torch.addmv(offsets, contrast, means.reshape(-1)), zeros)
+            return values, values.detach(), defined
+        (channels,) = layout
+        pick = [t.index_select(1, channels).T for t in (sums, counts, means, present)]
+        sums, counts, means, present = pick  # [measures, G]
+        total, rows = sums.sum(1, keepdim=True), counts.sum(1, keepdim=True)
+        if self.pairs == "vs_rest":
+            others = true_mean(total - sums, rows - counts)
+            other_rows = present.sum(1, keepdim=True) - present.long()
         else:
-            (channels,) = layout
-            pick = [t.index_select(1, channels).T for t in (sums, counts, means, present)]
-            sums, counts, means, present = pick  # [measures, G]
-            total, rows = sums.sum(1, keepdim=True), counts.sum(1, keepdim=True)
-            if self.pairs == "vs_rest":
-                others = true_mean(total - sums, rows - counts)
-                other_rows = present.sum(1, keepdim=True) - present.long()
-            else:
-                others = true_mean(total, rows)
-                other_rows = present.sum(1, keepdim=True).expand_as(present)
-            both = present & (other_rows > 0)
-            gaps = torch.stack([means - others, others - means], dim=2).view(-1)
-            defined = torch.stack([both, both], dim=2).view(-1)
-        values = torch.where(defined, gaps - self.bound, torch.zeros_like(gaps))
+            others = true_mean(total, rows)
+            other_rows = present.sum(1, keepdim=True).expand_as(present)
+        both = present & (other_rows > 0)
+        gaps = torch.stack([means - others, others - means], dim=2).view(-1)
+        defined = torch.stack([both, both], dim=2).view(-1)
+        values = torch.where(defined, gaps - self.bound, 0.0)
         return values, values.detach(), defined
 
     def _reading(self, sums: torch.Tensor, counts: torch.Tensor) -> Reading:
@@ -218,9 +225,9 @@ class GroupGap(Constraint):
         weights: torch.Tensor | None = None,
         losses: torch.Tensor | None = None,
     ) -> Reading:
-        """Straight from the group sums, without the flat layout's stack and view."""
-        sums, counts = self._group_sums(logits, labels, groups, weights, losses)
-        return self._reading(sums, counts.detach())
+        """Straight from the group sums, without the flat layout's stack and view (the
+        counts carry no gradient: ``_quantities``)."""
+        return self._reading(*self._group_sums(logits, labels, groups, weights, losses))
 
     def names(self, group_names: Sequence[str]) -> list[str]:
         names = []
@@ -254,7 +261,7 @@ class LossGap(GroupGap):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if losses is None:
             losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        return losses[:, None], None
+        return losses, None
 
     def _channel(self, measure: int, strict: bool) -> int:
         return 0

@@ -120,14 +120,16 @@ class ConstrainedProblem:
         pass is mostly per-node overhead, so that is a tenth of a step saved.
         """
         losses = functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        total, count = self._objective(losses, weights)
+        if weights is None:  # the count is the batch's rows, never 0: no guard to apply
+            loss = losses.mean()
+        else:
+            total, count = self._objective(losses, weights)
+            loss = true_mean(total, count.detach())
         for_constraints = weights if constraint_weights is None else constraint_weights
         readings = [
             c.batch_estimate(logits, labels, groups, for_constraints, losses)
             for c in self.constraints
         ]
-        # Unweighted, the count is the batch's rows, never 0: true_mean's guard is the identity.
-        loss = total / count if weights is None else true_mean(total, count.detach())
         estimate = (loss, *self._stack(readings, losses))
         if not self.terms:
             return estimate
@@ -138,7 +140,10 @@ class ConstrainedProblem:
 
     @staticmethod
     def _stack(readings: list[Reading], like: torch.Tensor) -> Reading:
-        """The readings' three parts, each concatenated over the constraints."""
+        """The readings' three parts, each concatenated over the constraints (one reading as
+        it is)."""
+        if len(readings) == 1:
+            return readings[0]
         columns = zip(*readings, strict=True) if readings else ((), (), ())
         values, decisions, defined = (list(column) for column in columns)
         return _concat(values, like), _concat(decisions, like), _concat(defined, like, torch.bool)

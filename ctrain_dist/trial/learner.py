@@ -14,7 +14,8 @@ Both build each seed's initialisation and minibatch stream from its seed alone
 exactly as it would alone. Both count, per seed and constraint value, the oracle calls whose
 minibatch left the value undefined (an empty group or (group, label) cell; under data
 parallelism empty in the global minibatch, so every rank counts the same): a device tensor
-added to each call, read at evaluation points only, and part of the state that resumes.
+the calls' masks are added to in batches, read at evaluation points only, and part of the
+state that resumes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ from ctrain_dist.trial.model import build_model
 Sampler = MinibatchSampler | StratifiedSampler | ConstraintBatchSampler | StreamingSampler
 Data = TabularData | StreamingData
 """In memory, or a user's ``Dataset`` read per minibatch (``data/streaming.py``)."""
+
+PENDING_MASKS = 64
+"""How many oracle calls' ``defined`` masks ``Learner.estimate`` keeps before adding them to
+its counts (memory: that many ``[K, m]`` bool tensors)."""
 
 
 def trial_data(trial: TrialSpec, data: Data, device: torch.device) -> Data:
@@ -148,24 +153,48 @@ class Learner(ABC):
         self.samplers = [trial_sampler(trial, data) for trial in trials]
         self.estimates = 0
         """Oracle calls so far (per seed: every seed draws at every call)."""
-        self.defined_estimates = torch.zeros(
+        self._defined = torch.zeros(
             (len(trials), problem.num_constraints), dtype=torch.int64, device=data.labels.device
         )
-        """``[K, m]``: of those calls, how many defined each seed's value ``i``: one in-place
-        add a call (the undefined ones, :attr:`empty_group_estimates`, cost three)."""
+        """``[K, m]``: of the calls up to the pending ones, how many defined each seed's
+        value ``i`` (:meth:`defined_estimates`)."""
+        self._pending: list[torch.Tensor] = []
+        """The ``defined`` masks of the latest calls, not yet added to :attr:`_defined`."""
 
     def estimate(self) -> Sample:
         """The oracle the algorithm calls: fresh minibatches' :class:`Sample` (loss 0-dim and
-        the rest ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack), counted."""
+        the rest ``[m]`` for one model, ``[K]`` and ``[K, m]`` for a pack), counted.
+
+        Its ``defined`` mask is kept and counted with the next ones, in one addition per
+        :data:`PENDING_MASKS` calls rather than one a call: on a small model a step is
+        mostly per-operation dispatch. A traced step adds it at once (a list whose length
+        decided the addition would be a guard, one graph per length).
+        """
         sample = Sample(*self._draw())
         self.estimates += 1
-        self.defined_estimates.add_(sample.defined)
+        if torch.compiler.is_compiling():
+            self._defined.add_(sample.defined)
+        else:
+            self._pending.append(sample.defined)
+            if len(self._pending) == PENDING_MASKS:
+                self._settle()
         return sample
+
+    def _settle(self) -> None:
+        """Add the pending masks to the counts."""
+        if self._pending:
+            self._defined.add_(torch.stack(self._pending).sum(0))
+            self._pending = []
+
+    def defined_estimates(self) -> torch.Tensor:
+        """``[K, m]``: of the oracle calls, how many defined each seed's value ``i``."""
+        self._settle()
+        return self._defined
 
     @property
     def empty_group_estimates(self) -> torch.Tensor:
         """``[K, m]``: of the oracle calls, how many left each seed's value ``i`` undefined."""
-        return self.estimates - self.defined_estimates
+        return self.estimates - self.defined_estimates()
 
     @abstractmethod
     def _draw(self) -> Estimate:
@@ -219,8 +248,9 @@ class Learner(ABC):
         for sampler, saved in zip(self.samplers, state["samplers"], strict=True):
             sampler.load_state_dict(saved)
         self.estimates = int(state["estimates"])
-        empty = state["empty_group_estimates"].to(self.defined_estimates.device)
-        self.defined_estimates = self.estimates - empty
+        empty = state["empty_group_estimates"].to(self._defined.device)
+        self._pending = []
+        self._defined = self.estimates - empty
 
 
 def rank_slice(workers: Workers, rows: torch.Tensor) -> torch.Tensor:
