@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional
 
 from ctrain_dist.algorithms import Sample, build_algorithm
-from ctrain_dist.constraints import ConstrainedProblem, EqualizedOdds, LossGap
+from ctrain_dist.constraints import ConstrainedProblem, Constraint, EqualizedOdds, LossGap
 from ctrain_dist.data.coverage import empty_probability, split_strata
 from ctrain_dist.data.load import load_data
 from ctrain_dist.data.sampler import MinibatchSampler
@@ -107,23 +107,68 @@ def _quadratic_oracle(x: torch.Tensor, defined: list[bool]):
 
 
 DUAL_METHODS = {
-    "alm": {},
-    "ssl_alm": {},
-    "nupi": {},
-    "classical_pbm": {"inner_steps": 1, "init_multiplier": 1.0},
+    "alm": ("alm", {}),
+    "alm_momentum": ("alm", {"dual_momentum": 0.5}),
+    "alm_dual_primal": ("alm", {"order": "dual_primal"}),
+    "ssl_alm": ("ssl_alm", {}),
+    "ialm": ("ialm", {}),
+    "nupi": ("nupi", {}),
+    "classical_pbm": ("classical_pbm", {"inner_steps": 1, "init_multiplier": 1.0}),
 }
+"""Label: (algorithm, options), settings whose dual steps read the ``defined`` mask in
+different ways: as a mask, or through a direction that is 0 where undefined."""
 
 
-@pytest.mark.parametrize("name", sorted(DUAL_METHODS))
-def test_an_undefined_value_keeps_its_multiplier_while_a_defined_one_moves(name):
+@pytest.mark.parametrize("label", sorted(DUAL_METHODS))
+def test_an_undefined_value_keeps_its_multiplier_while_a_defined_one_moves(label):
     x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    algorithm = build_algorithm(name, [x], 2, DUAL_METHODS[name])
+    name, options = DUAL_METHODS[label]
+    algorithm = build_algorithm(name, [x], 2, options)
     before = algorithm.multipliers()
     for _ in range(3):
         algorithm.step(_quadratic_oracle(x, [True, False]))
     after = algorithm.multipliers()
     assert after[1] == before[1]
     assert after[0] != before[0]
+
+
+class _CarelessGap(Constraint):
+    """A user's constraint that marks its second value undefined yet reads 1 there, against
+    the contract (an undefined value reads 0)."""
+
+    kind, num_values, num_statistics = "careless", 2, 1
+
+    def statistics(self, logits, labels, groups, weights=None, losses=None):
+        return logits.sum().reshape(1)
+
+    def value(self, stats, strict=False):
+        return torch.cat([stats - 1.0, stats.detach() * 0 + 1.0])
+
+    def estimate(self, stats):
+        values = self.value(stats)
+        return values, values.detach(), torch.tensor([True, False])
+
+    def names(self, group_names):
+        return ["careless[0]", "careless[1]"]
+
+
+def test_a_user_constraint_is_held_to_undefined_values_reading_zero():
+    logits, labels, groups = _batch([0, 1, 0, 1], [1, 0, 1, 0])
+    problem = ConstrainedProblem([_CarelessGap(0.0)])
+    for _, c, decision, defined in _readings(problem, logits, labels, groups):
+        assert defined.tolist() == [True, False]
+        assert c[1] == 0 and decision[1] == 0
+        torch.testing.assert_close(c[0], logits.sum() - 1.0)
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    algorithm = build_algorithm("alm", [x], 2, {})
+
+    def estimate() -> Sample:
+        stats = problem.statistics(x, labels[:2], groups[:2])
+        return Sample((x**2).sum(), *problem.estimate(stats)[1:])
+
+    for _ in range(3):
+        algorithm.step(estimate)
+    assert algorithm.multipliers()[1] == 0
 
 
 def test_the_switching_method_takes_an_objective_step_when_only_undefined_values_violate():

@@ -36,6 +36,10 @@ class ConstrainedProblem:
         self._offsets = list(itertools.accumulate([2, *sizes]))
         self.equality = [c.equality for c in self.constraints for _ in range(c.num_values)]
         """``[num_constraints]``: which values are equalities h = 0 (``Constraint.equality``)."""
+        self._held = [not _builtin(c) for c in self.constraints]
+        """Which constraints are a user's, whose readings are held to the contract that an
+        undefined value reads 0 (``base``): algorithms rely on it, ascending along decision
+        values without a mask. The built-in ones keep it by construction (and are tested)."""
 
     def violations(self, values: torch.Tensor) -> torch.Tensor:
         """How far each value is from feasible, before the ``max(0, ·)``: ``h`` for an
@@ -101,6 +105,7 @@ class ConstrainedProblem:
     def estimate(self, stats: torch.Tensor) -> Estimate:
         """What a training step reads from (global) statistics: loss and stacked readings."""
         readings = [c.estimate(part) for c, part in self._slices(stats)]
+        readings = self._held_to_contract(readings)
         estimate = (self._loss(stats), *self._stack(readings, stats))
         return (*estimate, self._term_values(stats)) if self.terms else estimate
 
@@ -130,6 +135,7 @@ class ConstrainedProblem:
             c.batch_estimate(logits, labels, groups, for_constraints, losses)
             for c in self.constraints
         ]
+        readings = self._held_to_contract(readings)
         estimate = (loss, *self._stack(readings, losses))
         if not self.terms:
             return estimate
@@ -137,6 +143,16 @@ class ConstrainedProblem:
             t.batch_estimate(logits, labels, groups, for_constraints, losses)[0] for t in self.terms
         ]
         return (*estimate, _concat(terms, losses))
+
+    def _held_to_contract(self, readings: list[Reading]) -> list[Reading]:
+        """A user constraint's values and decision values 0 where it says they are undefined,
+        whatever it computed there; the built-in readings as they are (no operation)."""
+        if not any(self._held):
+            return readings
+        return [
+            _zero_where_undefined(reading) if held else reading
+            for reading, held in zip(readings, self._held, strict=True)
+        ]
 
     @staticmethod
     def _stack(readings: list[Reading], like: torch.Tensor) -> Reading:
@@ -160,3 +176,13 @@ def _concat(
     if len(parts) == 1:
         return parts[0]
     return torch.cat(parts) if parts else like.new_zeros(0, dtype=dtype)
+
+
+def _builtin(constraint: Constraint) -> bool:
+    """Whether ``constraint`` is one of this package's classes (not a user's subclass)."""
+    return type(constraint).__module__.startswith("ctrain_dist.")
+
+
+def _zero_where_undefined(reading: Reading) -> Reading:
+    values, decision, defined = reading
+    return torch.where(defined, values, 0.0), torch.where(defined, decision, 0.0), defined
