@@ -36,8 +36,8 @@ Invariants: the value lies in :math:`\mathcal{D}` from the start (the initial va
 and after every write (each one projects); it is never part of an autograd graph (inputs are
 detached); it is a tensor on the parameters' device and dtype of shape ``(*batch_shape, m)``,
 one row per packed seed (``base``), which every operation broadcasts over. Nothing is read on
-the host. The arithmetic is ``λ + η·d`` then a clamp, the same operations in the same order as
-the hand-written duals it replaced, so trajectories are bitwise what they were.
+the host. The arithmetic is ``λ + η·d`` then a clamp; with a number η the sum is one
+``torch.add(λ, d, alpha=η)``, which a CPU may fuse into one rounding (a multiply-add).
 
 ``state_dict`` holds the value only: the bounds are hyperparameters, and the algorithm that
 owns the multiplier rebuilds them from its configuration before loading.
@@ -112,7 +112,11 @@ class Multiplier:
         ``where`` is true, when given (see :meth:`update`). Entries where ``d`` is 0 (the
         decision value of an undefined constraint value) stay as they are without ``where``:
         :math:`\lambda + \eta \cdot 0 = \lambda`, already in the box."""
-        self.update(self.value + step_size * detached_as(direction, self.value.dtype), where)
+        direction = detached_as(direction, self.value.dtype)
+        if isinstance(step_size, torch.Tensor):
+            self.update(self.value + step_size * direction, where)
+        else:  # one operation rather than a product and a sum
+            self.update(torch.add(self.value, direction, alpha=step_size), where)
 
     def update(self, value: torch.Tensor, where: torch.Tensor | None = None) -> None:
         r""":math:`\lambda \leftarrow \Pi_{\mathcal{D}}(v)` for a value the caller computed.

@@ -23,6 +23,7 @@ a group's sum over its true weighted count, never a clamped one, so design weigh
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Literal
@@ -35,17 +36,22 @@ Reading = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 detached decision values, and a bool mask of the values this minibatch defines."""
 
 
-def true_mean(
-    total: torch.Tensor, count: torch.Tensor, present: torch.Tensor | None = None
-) -> torch.Tensor:
+def true_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """``total / count`` where ``count > 0``, else 0 (an empty group: its sums are 0 too).
 
-    Dividing by the true count keeps a weighted count below 1 exact; an empty group's 0 is a
-    placeholder that the caller masks out, never a value anyone reads as a mean.
-    ``present``: ``count > 0``, when the caller has it already (one operation fewer a step).
+    Dividing by the true count keeps a weighted count below 1 exact: the count is clamped at
+    the dtype's smallest normal number only, which no count of rows or design weights
+    reaches, so the division changes for an empty group alone (0 / tiny = 0). An empty
+    group's 0 is a placeholder that the caller masks out, never a value anyone reads as a
+    mean. One clamp rather than a comparison and a select: a step of a small model is mostly
+    per-operation dispatch.
     """
-    present = count > 0 if present is None else present
-    return total / torch.where(present, count, 1.0)
+    return total / count.clamp_min(_smallest_normal(count.dtype))
+
+
+@functools.cache
+def _smallest_normal(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).tiny
 
 
 def row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -179,7 +179,7 @@ class GroupGap(Constraint):
         overhead, forward and backward, so every node this graph saves is saved twice a step.
         """
         present = counts > 0
-        means = true_mean(sums, counts, present)
+        means = true_mean(sums, counts)
         layout = self._layout(strict, sums.dtype, sums.device)
         if self.pairs == "all":
             contrast, first, second, offsets, zeros = layout

@@ -297,10 +297,11 @@ class ModelLearner(Learner):
             weights = None if weights is None else local_slice(weights, self.workers)
             if for_constraints is not None:
                 for_constraints = local_slice(for_constraints, self.workers)
-        if features is None:
-            features = self.data.features[rows]
+        if features is None:  # index_select: half the price of advanced indexing on a CPU
+            features = self.data.features.index_select(0, rows)
         logits = self.forward(features).squeeze(-1)
-        labels, groups = self.data.labels[rows], self.data.groups[rows]
+        labels = self.data.labels.index_select(0, rows)
+        groups = self.data.groups.index_select(0, rows)
         if not self.workers.distributed:
             return self.problem.batch_estimate(logits, labels, groups, weights, for_constraints)
         stats = self.problem.statistics(logits, labels, groups, weights, for_constraints)
