@@ -21,12 +21,13 @@ The target (issue 17, done-when 3) is a framework step within 1.1× its twin.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from benchmarks import Section, interleave, print_figures, ratios, spread
+from benchmarks import Section, in_turn, interleave, print_figures, ratios, spread
 from benchmarks.bench_trainer import BOUND, CPU, BareAdam, _Bare, framework_step
 from ctrain_dist.algorithms.spbm import (
     quadratic_logarithmic,
@@ -161,16 +162,22 @@ def candidates() -> dict[str, Callable[[], None]]:
     data = load_data(first.data, first.split)
     train = data.splits["train"]
     tensors = (data.features[train], data.labels[train], data.groups[train])
-    steps = {f"framework:{label}": framework_step(trials[label], data, CPU) for label in trials}
-    steps |= {f"bare:{label}": cls(*tensors).step for label, cls in BARE.items()}
-    steps["bare:adam"] = BareAdam(*tensors).step
+    steps = {
+        f"framework:{label}": in_turn(functools.partial(framework_step, trials[label], data, CPU))
+        for label in trials
+    }
+    steps |= {
+        f"bare:{label}": in_turn(functools.partial(lambda cls: cls(*tensors).step, cls))
+        for label, cls in BARE.items()
+    }
+    steps["bare:adam"] = in_turn(lambda: BareAdam(*tensors).step)
     return steps
 
 
 def measure(quick: bool) -> dict[str, Any]:
     """Interleaved per-step times and each framework candidate's ratio to its twin."""
     torch.set_num_threads(1)
-    repeats, steps, warmup = (5, 40, 20) if quick else (21, 200, 200)
+    repeats, steps, warmup = (5, 40, 20) if quick else (41, 200, 200)
     timings = interleave(candidates(), repeats, steps, warmup)
     figures: dict[str, Any] = {"repeats": repeats, "steps": steps, "candidates": {}}
     for name, timing in timings.items():

@@ -186,7 +186,8 @@ class ALM(Algorithm[ALMHyperparameters]):
         hp = self.hp
         direction = decision
         if hp.dual_momentum:
-            momentum = hp.dual_momentum * self.direction + detached_as(decision, self.dtype)
+            decision = detached_as(decision, self.dtype)
+            momentum = torch.add(decision, self.direction, alpha=hp.dual_momentum)  # d + μb
             self.direction = torch.where(defined, momentum, self.direction)
             direction = self.direction
         dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=direction))

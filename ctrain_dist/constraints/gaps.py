@@ -87,8 +87,9 @@ class GroupGap(Constraint):
         group and channel (value ``2k`` is ``+1·mean_a − 1·mean_b`` of comparison ``k`` in the
         mode's channel, value ``2k + 1`` the reverse), so all values, gap minus bound, are one
         matrix-vector product added to ``offsets`` (``-bound``; a row has one +1 and one −1,
-        every other product is an exact zero); ``first``, ``second``, the flat positions of
-        each value's two means, for its mask; and the zeros an undefined value reads.
+        every other product is an exact zero); ``positions``, the flat positions of every
+        value's first mean, then of every value's second, for its mask; and the zeros an
+        undefined value reads.
         Otherwise: ``channels``, the mode's channel of each measure.
         """
         key = (strict, dtype, device)
@@ -110,10 +111,10 @@ class GroupGap(Constraint):
             at = [[g * self.channels + channels[m] for g in (f, s)] for m, f, s in rows]
             for row, (first, second) in enumerate(at):
                 contrast[row, first], contrast[row, second] = 1.0, -1.0
-            positions = torch.tensor(at, device=device).T
+            positions = torch.tensor(at, device=device).T.reshape(-1)
             offsets = torch.full((len(rows),), -self.bound, dtype=dtype, device=device)
             zeros = torch.zeros(len(rows), dtype=dtype, device=device)
-            self._constants[key] = (contrast, positions[0], positions[1], offsets, zeros)
+            self._constants[key] = (contrast, positions, offsets, zeros)
         return self._constants[key]
 
     @abstractmethod
@@ -182,9 +183,9 @@ class GroupGap(Constraint):
         means = true_mean(sums, counts)
         layout = self._layout(strict, sums.dtype, sums.device)
         if self.pairs == "all":
-            contrast, first, second, offsets, zeros = layout
-            flat = present.reshape(-1)
-            defined = flat.index_select(0, first) & flat.index_select(0, second)
+            contrast, positions, offsets, zeros = layout
+            both = present.reshape(-1).index_select(0, positions).view(2, -1)
+            defined = both.all(0)
             values = torch.where(defined, torch.addmv(offsets, contrast, means.reshape(-1)), zeros)
             return values, values.detach(), defined
         (channels,) = layout
