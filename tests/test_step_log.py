@@ -54,3 +54,18 @@ def test_the_log_holds_the_loss_detached_and_the_worst_violation():
     assert log["max_multiplier"] == 0.0
     assert not log["extra"].requires_grad
     assert log.computed().keys() == dict(log).keys()
+
+
+def test_an_equalitys_logged_violation_is_its_distance_from_zero():
+    """h = −0.4 is 0.4 from feasible; an inequality at −0.4 is feasible."""
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    algorithm = build_algorithm("alm", [x], 2, {}, equality=[True, False])
+
+    def estimate() -> Sample:
+        c = x - 0.4  # both values −0.4 at x = 0
+        return Sample((x**2).sum(), c, c.detach(), torch.ones_like(c, dtype=torch.bool))
+
+    log = algorithm.step(estimate)
+    assert log["max_violation"] == pytest.approx(0.4)
+    inequalities = build_algorithm("alm", [x], 2, {})
+    assert inequalities.step(estimate)["max_violation"] == 0.0

@@ -88,7 +88,6 @@ from ctrain_dist.algorithms.base import (
     Sample,
     StepInfo,
     draw,
-    info,
     scaled,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
@@ -160,7 +159,7 @@ class ALM(Algorithm[ALMHyperparameters]):
                 after = draw(estimate)
             self._dual_step(after.decision, after.defined)
         self.iteration += 1
-        return info(sample, self.duals)
+        return self._log(sample, self.duals)
 
     def _primal_step(self, loss: torch.Tensor, c: torch.Tensor) -> None:
         """One ``primal`` step on the augmented Lagrangian at the current multipliers."""
@@ -215,4 +214,4 @@ class ALM(Algorithm[ALMHyperparameters]):
         self.duals.value = duals
         self.duals.ascend(dual_lr, ahead.decision, where=ahead.defined)
         self.iteration += 1
-        return info(sample, self.duals)
+        return self._log(sample, self.duals)

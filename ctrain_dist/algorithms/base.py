@@ -142,7 +142,7 @@ class StepLog(Mapping[str, torch.Tensor]):
     step (``functools.partial``), so a late read gives the step's own value.
     """
 
-    __slots__ = ("_decision", "_duals", "_extra", "_loss")
+    __slots__ = ("_decision", "_duals", "_equality", "_extra", "_loss")
 
     def __init__(
         self,
@@ -150,14 +150,16 @@ class StepLog(Mapping[str, torch.Tensor]):
         decision: torch.Tensor,
         duals: torch.Tensor | None,
         extra: dict[str, LogEntry],
+        equality: torch.Tensor | None = None,
     ) -> None:
         self._loss, self._decision, self._duals, self._extra = loss, decision, duals, extra
+        self._equality = equality
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key == "loss":
             return self._loss.detach()
         if key == "max_violation":
-            return max_violation(self._decision)
+            return max_violation(self._decision, self._equality)
         if key == "max_multiplier" and self._duals is not None:
             return largest(self._duals)
         entry = self._extra[key]
@@ -432,6 +434,11 @@ class Algorithm(ABC, Generic[HP]):
                 continue  # a checkpoint from before it existed: the fresh value is its old one
             setattr(self, name, _restored(getattr(self, name), state[name]))
 
+    def _log(self, sample: Sample, duals: Multiplier | None = None, **extra: LogEntry) -> StepInfo:
+        """``info`` for this method's step: equalities' violations read ``|h|``."""
+        equality = self.equality if self.has_equalities else None
+        return info(sample, duals, equality=equality, **extra)
+
     def output_iterate(self) -> AbstractContextManager[None]:
         """The method's output in the parameters for the body of a ``with`` (what evaluation
         reads), the current iterate restored bitwise after it. The last iterate here, so a
@@ -526,10 +533,14 @@ def scaled(factor: float | torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     return factor * tensor
 
 
-def max_violation(c: torch.Tensor) -> torch.Tensor:
+def max_violation(c: torch.Tensor, equality: torch.Tensor | None = None) -> torch.Tensor:
     """``max(0, max_i c_i)`` per seed, detached: the worst constraint's excess (an undefined
-    value reads 0, so it adds none)."""
-    return largest(c.detach().clamp_min(0))
+    value reads 0, so it adds none); an equality's (``equality``, the ``[m]`` mask) is
+    ``|h_i|``, as evaluation judges it."""
+    c = c.detach()
+    if equality is not None:
+        c = torch.where(equality, c.abs(), c)
+    return largest(c.clamp_min(0))
 
 
 def largest(values: torch.Tensor) -> torch.Tensor:
@@ -539,10 +550,17 @@ def largest(values: torch.Tensor) -> torch.Tensor:
     return values.amax(-1) if values.shape[-1] else values.new_zeros(values.shape[:-1])
 
 
-def info(sample: Sample, duals: Multiplier | None = None, **extra: LogEntry) -> StepInfo:
-    """The step's log: detached loss and worst violation (of the decision values), the largest
-    multiplier when the algorithm has ``duals``, then algorithm-specific entries (tensors, or
-    callables over tensors of this step). Lazy (``StepLog``) in an eager step; a traced step
-    computes it whole, as part of its graph."""
-    log = StepLog(sample.loss, sample.decision, None if duals is None else duals.value, extra)
+def info(
+    sample: Sample,
+    duals: Multiplier | None = None,
+    *,
+    equality: torch.Tensor | None = None,
+    **extra: LogEntry,
+) -> StepInfo:
+    """The step's log: detached loss and worst violation (of the decision values; ``|h|`` for
+    the ``equality`` values), the largest multiplier when the algorithm has ``duals``, then
+    algorithm-specific entries (tensors, or callables over tensors of this step). Lazy
+    (``StepLog``) in an eager step; a traced step computes it whole, as part of its graph."""
+    dual_values = None if duals is None else duals.value
+    log = StepLog(sample.loss, sample.decision, dual_values, extra, equality)
     return log.computed() if torch.compiler.is_compiling() else log

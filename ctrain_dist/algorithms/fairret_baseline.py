@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from ctrain_dist.algorithms.base import Algorithm, Estimate, StepInfo, Term, draw, info
+from ctrain_dist.algorithms.base import Algorithm, Estimate, StepInfo, Term, draw
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
     PrimalHyperparameters,
@@ -110,4 +110,4 @@ class Fairret(Algorithm[FairretHyperparameters]):
         self._backward(sample.loss + self.hyper("weight", like=sample.loss) * regulariser)
         self.optimizer.step()
         self.iteration += 1
-        return info(sample, fairret_loss=regulariser)
+        return self._log(sample, fairret_loss=regulariser)

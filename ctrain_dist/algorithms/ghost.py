@@ -81,7 +81,6 @@ from ctrain_dist.algorithms.base import (
     Sample,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.ghost_subproblems import feasibility_value, qp_without_box
 
@@ -289,4 +288,4 @@ class StochasticGhost(Algorithm[GhostHyperparameters]):
                 p.add_(flat[offset : offset + p.numel()].view_as(p))
                 offset += p.numel()
         self.iteration += 1
-        return info(sample, level=functools.partial(self._scalar, float(level)))
+        return self._log(sample, level=functools.partial(self._scalar, float(level)))

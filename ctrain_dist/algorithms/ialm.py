@@ -59,7 +59,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.members import member_tensor
 from ctrain_dist.algorithms.multiplier import detached_as
@@ -157,8 +156,8 @@ class IALM(Algorithm[IALMHyperparameters]):
         self.iteration += 1
         penalty = self.penalty
         if isinstance(penalty, float):
-            return info(sample, self.duals, penalty=functools.partial(self._scalar, penalty))
-        return info(sample, self.duals, penalty=functools.partial(penalty.to, self.dtype))
+            return self._log(sample, self.duals, penalty=functools.partial(self._scalar, penalty))
+        return self._log(sample, self.duals, penalty=functools.partial(penalty.to, self.dtype))
 
     def _grown(self, penalty: float | torch.Tensor) -> float | torch.Tensor:
         """β_{k+1} = min(σ β_k, β_max): host numbers, or float64 tensors per member."""

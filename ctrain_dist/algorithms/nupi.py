@@ -39,7 +39,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
@@ -91,4 +90,4 @@ class NuPI(Algorithm[NuPIHyperparameters]):
         dual_lr = self._per_value("dual_lr", self.hyper("dual_lr", like=error))
         self.duals.ascend(dual_lr, control, where=sample.defined)
         self.iteration += 1
-        return info(sample, self.duals)
+        return self._log(sample, self.duals)

@@ -63,7 +63,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
 from ctrain_dist.algorithms.primal import (
@@ -166,4 +165,4 @@ class PBM(Algorithm[PBMHyperparameters]):
             self.penalty = max(hp.min_penalty, hp.anneal * self.penalty)
             self.constraint_sum = self._zeros(self.num_constraints)
             self.observed = self._zeros(self.num_constraints)
-        return info(sample, self.duals, penalty=functools.partial(self._scalar, self.penalty))
+        return self._log(sample, self.duals, penalty=functools.partial(self._scalar, self.penalty))

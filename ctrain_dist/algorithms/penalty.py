@@ -28,7 +28,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.primal import (
     PRIMAL_MEMBER_HYPERPARAMETERS,
@@ -66,4 +65,4 @@ class Penalty(Algorithm[PenaltyHyperparameters]):
         self._backward(sample.loss + self.hyper("weight", like=sample.loss) * excess.sum(-1))
         self.optimizer.step()
         self.iteration += 1
-        return info(sample)
+        return self._log(sample)

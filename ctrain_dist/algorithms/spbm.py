@@ -81,7 +81,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
     largest,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
@@ -223,7 +222,7 @@ class SPBM(Algorithm[SPBMHyperparameters]):
             if self.epoch_step == hp.annealing_period:
                 self.epoch += 1
                 self.epoch_step = 0
-        return info(sample, self.duals, max_penalty=functools.partial(largest, self.penalties))
+        return self._log(sample, self.duals, max_penalty=functools.partial(largest, self.penalties))
 
     def _dual_step(self, c: torch.Tensor, defined: torch.Tensor, derivative: Function) -> None:
         """The multiplier and penalty steps on the decision values (module docstring)."""

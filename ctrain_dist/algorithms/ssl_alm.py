@@ -66,7 +66,6 @@ from ctrain_dist.algorithms.base import (
     Estimate,
     StepInfo,
     draw,
-    info,
     scaled,
 )
 from ctrain_dist.algorithms.multiplier import detached_as
@@ -128,4 +127,4 @@ class SSLALM(Algorithm[SSLALMHyperparameters]):
             for p, centre in zip(self.params, self.centres, strict=True):
                 centre.lerp_(p, self.hyper("beta", like=p))
         self.iteration += 1
-        return info(sample, self.duals)
+        return self._log(sample, self.duals)

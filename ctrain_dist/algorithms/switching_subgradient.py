@@ -75,7 +75,6 @@ from ctrain_dist.algorithms.base import (
     Hyperparameters,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.output_iterate import OutputIterate, OutputRule, member_keys
 
@@ -204,4 +203,4 @@ class SwitchingSubgradient(Algorithm[SwitchingSubgradientHyperparameters]):
             self.objective_steps += objective_step.to(self.objective_steps.dtype)
         self._descend(step_size)
         self.iteration += 1
-        return info(sample, objective_step_share=self.objective_steps / self.iteration)
+        return self._log(sample, objective_step_share=self.objective_steps / self.iteration)

@@ -20,7 +20,6 @@ from ctrain_dist.algorithms.base import (
     Hyperparameters,
     StepInfo,
     draw,
-    info,
 )
 from ctrain_dist.algorithms.member_optimizers import MemberOptimizer
 from ctrain_dist.algorithms.primal import PRIMAL_MEMBER_HYPERPARAMETERS, optimizer_for
@@ -64,7 +63,7 @@ class _TorchOptimizerBaseline(Algorithm[HP]):
         sample.loss.sum().backward()
         self.optimizer.step()
         self.iteration += 1
-        return info(sample)
+        return self._log(sample)
 
 
 class SGD(_TorchOptimizerBaseline[SGDHyperparameters]):
