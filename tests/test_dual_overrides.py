@@ -62,6 +62,28 @@ def test_a_constraints_own_bound_caps_its_multiplier(name):
     assert duals[1] == 3.0 and 3.0 < duals[0] <= 50.0
 
 
+@pytest.mark.parametrize("name", ["classical_pbm", "spbm"])
+def test_a_constraints_own_bound_caps_a_penalty_barrier_multiplier(name):
+    """Both constraints stay violated (a primal step too small to move x): the multipliers
+    grow, one capped at its own bound, the other further, at most ``max_multiplier``."""
+    settings = {"max_multiplier": 50.0, "init_multiplier": 1.0, "lr": 1e-12}
+    if name == "classical_pbm":
+        settings["inner_steps"] = 1
+    algorithm, _ = _run(name, settings, steps=200, dual_bounds=[None, 3.0])
+    duals = algorithm.multipliers()
+    assert duals[1] == 3.0 and 3.0 < duals[0] <= 50.0
+
+
+def test_a_bound_below_a_penalty_barrier_methods_initial_multiplier_is_refused():
+    constraints = [{"kind": "loss_gap", "bound": 0.05, "dual_bound": 0.5}]
+    with pytest.raises(
+        SpecError, match=r"constraints\.0\.dual_bound: 0\.5 lies below classical_pbm"
+    ) as e:
+        _spec(constraints, "[{name: classical_pbm, params: {init_multiplier: 1.0}}]")
+    assert "\n" not in str(e.value)
+    _spec(constraints, "[{name: spbm}, {name: alm}]")  # spbm starts at its floor, 1e-9
+
+
 def test_overrides_on_packed_members_with_their_own_dual_lr_step_as_alone():
     members = [{"dual_lr": lr, "lr": 0.05} for lr in (0.05, 0.1, 0.2)]
     overrides = {"dual_lrs": [None, 0.3], "dual_bounds": [2.0, None]}
@@ -130,7 +152,7 @@ def test_specs_without_dual_settings_keep_their_trial_ids():
 
 @pytest.mark.parametrize(
     ("setting", "algorithm"),
-    [("dual_lr", "switching_subgradient"), ("dual_lr", "ialm"), ("dual_bound", "spbm")],
+    [("dual_lr", "switching_subgradient"), ("dual_lr", "ialm"), ("dual_lr", "spbm")],
 )
 def test_a_dual_setting_for_an_algorithm_without_it_is_refused_naming_the_field(setting, algorithm):
     constraints = [{"kind": "loss_gap", "bound": 0.05, setting: 0.5}]

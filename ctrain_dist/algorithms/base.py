@@ -236,6 +236,13 @@ class Algorithm(ABC, Generic[HP]):
     Dynamo traces into the step's graph, instead of ``Tensor.backward()``, which it cannot."""
 
     @classmethod
+    def initial_multiplier(cls, hp: Hyperparameters) -> float:
+        """Where this method's multipliers start, given its hyperparameters: 0 here; a method
+        whose multipliers must stay positive starts them above (a constraint's ``dual_bound``
+        must not lie below it, ``spec.parse``)."""
+        return 0.0
+
+    @classmethod
     def training_terms(cls, hp: Hyperparameters) -> tuple[Term, ...]:
         """The terms besides the spec's constraints that this method's step reads from the
         oracle (``Sample.terms``), given its hyperparameters; none here (a regulariser

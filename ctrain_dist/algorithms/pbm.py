@@ -133,6 +133,12 @@ class PBM(Algorithm[PBMHyperparameters]):
     state_attributes = ("duals", "penalty", "constraint_sum", "observed", "optimizer")
     member_hyperparameters = PRIMAL_MEMBER_HYPERPARAMETERS
     """Only the primal step's settings: the penalty is a host number of the whole pack."""
+    dual_overrides = frozenset({"dual_bound"})
+    """A constraint's own cap on its multipliers (``max_multiplier``, per value)."""
+
+    @classmethod
+    def initial_multiplier(cls, hp: PBMHyperparameters) -> float:  # type: ignore[override]
+        return hp.init_multiplier
 
     def _init_state(self) -> None:
         hp = self.hp

@@ -192,6 +192,12 @@ class SPBM(Algorithm[SPBMHyperparameters]):
         "delta",
         "rho",
     }
+    dual_overrides = frozenset({"dual_bound"})
+    """A constraint's own cap on its multipliers (``max_multiplier``, per value)."""
+
+    @classmethod
+    def initial_multiplier(cls, hp: SPBMHyperparameters) -> float:  # type: ignore[override]
+        return hp.min_multiplier if hp.init_multiplier is None else hp.init_multiplier
 
     def _init_state(self) -> None:
         hp = self.hp

@@ -109,6 +109,26 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
             _validate_configuration(algorithm.name, combo, index)
 
 
+def _check_dual_bounds(spec: SweepSpec) -> None:
+    """A constraint's own ``dual_bound`` caps its multipliers, which some methods start above
+    0 (the penalty-barrier methods' stay positive): it must not lie below where they start."""
+    bounds = [(i, c.dual_bound) for i, c in enumerate(spec.constraints) if c.dual_bound]
+    if not bounds:
+        return
+    for algorithm, combo in spec.configurations():
+        cls = ALGORITHMS[algorithm.name]
+        if "dual_bound" not in cls.dual_overrides:
+            continue
+        start = cls.initial_multiplier(cls.hyperparameters(**combo))
+        for i, bound in bounds:
+            if bound < start:
+                raise SpecError(
+                    f"constraints.{i}.dual_bound",
+                    f"{bound:g} lies below {algorithm.name}'s initial multiplier {start:g}; "
+                    "raise it, or start the multipliers lower (init_multiplier)",
+                )
+
+
 def _validate_configuration(algorithm: str, combo: dict[str, Any], index: int) -> None:
     model = ALGORITHMS[algorithm].hyperparameters
     try:
@@ -278,6 +298,7 @@ def parse_spec(raw: dict[str, Any]) -> SweepSpec:
     _check_tuning(spec)
     _check_trial_count(spec)
     _check_hyperparameters(spec)
+    _check_dual_bounds(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
     require_single_process_packs(
         spec, spec.resources.workers_per_trial, "resources.workers_per_trial"

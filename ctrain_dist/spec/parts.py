@@ -92,7 +92,7 @@ class ConstraintSpec(StrictModel):
         None,
         gt=0,
         description="this constraint's own multiplier bound, in place of the algorithm's "
-        "dual_bound (alm, ssl_alm, nupi, ialm)",
+        "dual_bound (alm, ssl_alm, nupi, ialm) or max_multiplier (classical_pbm, spbm)",
     )
 
     @model_serializer(mode="wrap")
