@@ -151,15 +151,15 @@ class GroupGap(Constraint):
         weights: torch.Tensor | None,
         losses: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted sums of eligible quantities and weighted counts, both ``[G, channels]``."""
+        """Weighted sums of eligible quantities and weighted counts, both ``[G, channels]``,
+        or both ``[G]`` for one channel (a matrix-vector product, and no shape to undo)."""
         values, eligible = self._quantities(logits, labels, losses)
         member = self._membership(groups, weights, logits.dtype)
         if eligible is None:
-            counts = member.sum(dim=1, keepdim=True)
-            if values.ndim == 1:  # one channel: a matrix-vector product, cheaper than a matmul
-                return (member @ values)[:, None], counts
+            if values.ndim == 1:
+                return member @ values, member.sum(dim=1)
             sums = member @ values
-            return sums, counts.expand_as(sums)
+            return sums, member.sum(dim=1, keepdim=True).expand_as(sums)
         return member @ (values * eligible), member @ eligible
 
     def _split(self, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +172,8 @@ class GroupGap(Constraint):
         return sums, counts.detach()
 
     def _compare(self, sums: torch.Tensor, counts: torch.Tensor, strict: bool) -> Reading:
-        """Values of mode ``strict`` from ``[G, channels]`` sums and counts: ``(values, values
-        detached, defined)``, undefined values 0 with no gradient.
+        """Values of mode ``strict`` from ``[G, channels]`` sums and counts (``[G]`` for one
+        channel): ``(values, values detached, defined)``, undefined values 0 with no gradient.
 
         Vectorised over groups and measures: a handful of tensor operations whatever ``G``.
         Why it matters: a training step's cost for a small MLP is mostly per-operation
@@ -184,11 +184,14 @@ class GroupGap(Constraint):
         layout = self._layout(strict, sums.dtype, sums.device)
         if self.pairs == "all":
             contrast, positions, offsets, zeros = layout
-            both = present.reshape(-1).index_select(0, positions).view(2, -1)
-            defined = both.all(0)
-            values = torch.where(defined, torch.addmv(offsets, contrast, means.reshape(-1)), zeros)
+            if means.ndim > 1:
+                present, means = present.reshape(-1), means.reshape(-1)
+            defined = present.index_select(0, positions).view(2, -1).all(0)
+            values = torch.where(defined, torch.addmv(offsets, contrast, means), zeros)
             return values, values.detach(), defined
         (channels,) = layout
+        if means.ndim == 1:
+            sums, counts, means, present = (t[:, None] for t in (sums, counts, means, present))
         pick = [t.index_select(1, channels).T for t in (sums, counts, means, present)]
         sums, counts, means, present = pick  # [measures, G]
         total, rows = sums.sum(1, keepdim=True), counts.sum(1, keepdim=True)
