@@ -54,6 +54,31 @@ def _smallest_normal(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny
 
 
+def group_membership(
+    groups: torch.Tensor,
+    num_groups: int,
+    dtype: torch.dtype,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[G, n]``: row r's weight (1 without ``weights``) in its group's row, 0 elsewhere, with
+    no gradient.
+
+    Columns of a cached identity matrix gathered by group id: per-group sums of per-row
+    quantities ``[n, k]`` are then one matmul, with no loop over groups and no matrix built
+    per step.
+    """
+    key = (num_groups, dtype, groups.device)
+    identity = _IDENTITIES.get(key)
+    if identity is None:
+        identity = _IDENTITIES[key] = torch.eye(num_groups, dtype=dtype, device=groups.device)
+    member = identity.index_select(1, groups)
+    return member if weights is None else member * weights.to(dtype)
+
+
+_IDENTITIES: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+"""``group_membership``'s identity matrices, one per (groups, dtype, device)."""
+
+
 def row_weights(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     return torch.ones_like(logits) if weights is None else weights.to(logits.dtype)
 

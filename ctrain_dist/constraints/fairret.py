@@ -51,7 +51,13 @@ from fairret.statistic import (
     TruePositiveRate,
 )
 
-from ctrain_dist.constraints.base import Constraint, DecideOn, Reading, row_weights
+from ctrain_dist.constraints.base import (
+    Constraint,
+    DecideOn,
+    Reading,
+    group_membership,
+    row_weights,
+)
 
 STATISTICS: dict[str, tuple[type[LinearFractionalStatistic], bool]] = {
     "positive_rate": (PositiveRate, False),
@@ -125,8 +131,7 @@ class FairretLoss(Constraint):
         losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
         linear = self._linear(logits, labels) * row_weights(logits, weights)[:, None]
-        member = torch.eye(self.num_groups, dtype=logits.dtype, device=logits.device)
-        per_group = member.index_select(0, groups).T @ linear  # [S, 2]
+        per_group = group_membership(groups, self.num_groups, logits.dtype) @ linear  # [S, 2]
         return torch.cat([per_group.reshape(-1), linear.sum(0)])
 
     def _values(self, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

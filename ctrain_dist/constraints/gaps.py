@@ -22,7 +22,13 @@ from typing import Literal
 import torch
 from torch.nn import functional
 
-from ctrain_dist.constraints.base import Constraint, DecideOn, Reading, true_mean
+from ctrain_dist.constraints.base import (
+    Constraint,
+    DecideOn,
+    Reading,
+    group_membership,
+    true_mean,
+)
 
 Pairs = Literal["all", "vs_rest", "vs_population"]
 
@@ -62,21 +68,6 @@ class GroupGap(Constraint):
         self.num_statistics = num_groups * self.channels * 2
         self.num_values = 2 * len(self.comparisons) * len(self.measures)
         self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._identity: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-    def _membership(
-        self, groups: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype
-    ) -> torch.Tensor:
-        """``[G, n]``: row r's weight in its group's row, 0 elsewhere (no gradient).
-
-        Columns of a cached identity matrix gathered by group id: per-group sums of per-row
-        quantities ``[n, k]`` are then one matmul, with no loop over groups.
-        """
-        key = (dtype, groups.device)
-        if key not in self._identity:
-            self._identity[key] = torch.eye(self.num_groups, dtype=dtype, device=groups.device)
-        member = self._identity[key].index_select(1, groups)
-        return member if weights is None else member * weights.to(dtype)
 
     def _layout(
         self, strict: bool, dtype: torch.dtype, device: torch.device
@@ -154,7 +145,7 @@ class GroupGap(Constraint):
         """Weighted sums of eligible quantities and weighted counts, both ``[G, channels]``,
         or both ``[G]`` for one channel (a matrix-vector product, and no shape to undo)."""
         values, eligible = self._quantities(logits, labels, losses)
-        member = self._membership(groups, weights, logits.dtype)
+        member = group_membership(groups, self.num_groups, logits.dtype, weights)
         if eligible is None:
             if values.ndim == 1:
                 return member @ values, member.sum(dim=1)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ctrain_dist.constraints.base import Constraint, DecideOn, row_weights
+from ctrain_dist.constraints.base import Constraint, DecideOn, row_weights, true_mean
 
 
 class WeightNorm(Constraint):
@@ -46,7 +46,7 @@ class WeightNorm(Constraint):
         return torch.cat([rows[None], squares * rows])
 
     def value(self, stats: torch.Tensor, strict: bool = False) -> torch.Tensor:
-        norms = torch.sqrt(stats[1:] / stats[0].clamp_min(torch.finfo(stats.dtype).tiny))
+        norms = torch.sqrt(true_mean(stats[1:], stats[0]))
         return norms - self.bound
 
     def names(self, group_names: Sequence[str]) -> list[str]:

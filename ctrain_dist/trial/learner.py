@@ -157,7 +157,7 @@ class Learner(ABC):
             (len(trials), problem.num_constraints), dtype=torch.int64, device=data.labels.device
         )
         """``[K, m]``: of the calls up to the pending ones, how many defined each seed's
-        value ``i`` (:meth:`defined_estimates`)."""
+        value ``i``."""
         self._pending: list[torch.Tensor] = []
         """The ``defined`` masks of the latest calls, not yet added to :attr:`_defined`."""
 
@@ -186,15 +186,11 @@ class Learner(ABC):
             self._defined.add_(torch.stack(self._pending).sum(0))
             self._pending = []
 
-    def defined_estimates(self) -> torch.Tensor:
-        """``[K, m]``: of the oracle calls, how many defined each seed's value ``i``."""
-        self._settle()
-        return self._defined
-
     @property
     def empty_group_estimates(self) -> torch.Tensor:
         """``[K, m]``: of the oracle calls, how many left each seed's value ``i`` undefined."""
-        return self.estimates - self.defined_estimates()
+        self._settle()
+        return self.estimates - self._defined
 
     @abstractmethod
     def _draw(self) -> Estimate:
