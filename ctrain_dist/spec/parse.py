@@ -20,7 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ctrain_dist.algorithms import ALGORITHMS
+from ctrain_dist.algorithms import ALGORITHMS, Hyperparameters
 from ctrain_dist.data.config import DATASETS, AdultDataSpec
 from ctrain_dist.errors import SpecError
 from ctrain_dist.spec.checks import (
@@ -94,6 +94,7 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
     and refuse a configuration listed twice: both would be one trial id, trained twice."""
     seen: dict[str, str] = {}
     concrete = spec.configurations()
+    bounds = [(i, c.dual_bound) for i, c in enumerate(spec.constraints) if c.dual_bound]
     for index, algorithm in enumerate(spec.algorithms):
         combos = [hp for a, hp in concrete if a is algorithm]
         for position, combo in enumerate(combos):
@@ -106,33 +107,30 @@ def _check_hyperparameters(spec: SweepSpec) -> None:
                     "train twice; drop one of them",
                 )
             seen[key] = here
-            _validate_configuration(algorithm.name, combo, index)
+            hp = _validate_configuration(algorithm.name, combo, index)
+            _check_dual_bound(algorithm.name, hp, bounds)
 
 
-def _check_dual_bounds(spec: SweepSpec) -> None:
+def _check_dual_bound(algorithm: str, hp: Hyperparameters, bounds: list[tuple[int, float]]) -> None:
     """A constraint's own ``dual_bound`` caps its multipliers, which some methods start above
     0 (the penalty-barrier methods' stay positive): it must not lie below where they start."""
-    bounds = [(i, c.dual_bound) for i, c in enumerate(spec.constraints) if c.dual_bound]
-    if not bounds:
+    cls = ALGORITHMS[algorithm]
+    if "dual_bound" not in cls.dual_overrides:
         return
-    for algorithm, combo in spec.configurations():
-        cls = ALGORITHMS[algorithm.name]
-        if "dual_bound" not in cls.dual_overrides:
-            continue
-        start = cls.initial_multiplier(cls.hyperparameters(**combo))
-        for i, bound in bounds:
-            if bound < start:
-                raise SpecError(
-                    f"constraints.{i}.dual_bound",
-                    f"{bound:g} lies below {algorithm.name}'s initial multiplier {start:g}; "
-                    "raise it, or start the multipliers lower (init_multiplier)",
-                )
+    start = cls.initial_multiplier(hp)
+    for i, bound in bounds:
+        if bound < start:
+            raise SpecError(
+                f"constraints.{i}.dual_bound",
+                f"{bound:g} lies below {algorithm}'s initial multiplier {start:g}; "
+                "raise it, or start the multipliers lower (init_multiplier)",
+            )
 
 
-def _validate_configuration(algorithm: str, combo: dict[str, Any], index: int) -> None:
+def _validate_configuration(algorithm: str, combo: dict[str, Any], index: int) -> Hyperparameters:
     model = ALGORITHMS[algorithm].hyperparameters
     try:
-        _require_finite(model(**combo), f"algorithms.{index}.params")
+        hp = model(**combo)
     except ValidationError as error:
         first = error.errors()[0]
         name = _field_path(first["loc"])
@@ -142,6 +140,8 @@ def _validate_configuration(algorithm: str, combo: dict[str, Any], index: int) -
             f"algorithms.{index}.params.{name}",
             f"{first['msg']}, got {first.get('input')!r}{hint}",
         ) from None
+    _require_finite(hp, f"algorithms.{index}.params")
+    return hp
 
 
 def _check_tuning(spec: SweepSpec) -> None:
@@ -298,7 +298,6 @@ def parse_spec(raw: dict[str, Any]) -> SweepSpec:
     _check_tuning(spec)
     _check_trial_count(spec)
     _check_hyperparameters(spec)
-    _check_dual_bounds(spec)
     require_data_parallel(spec, spec.resources.workers_per_trial, "resources.workers_per_trial")
     require_single_process_packs(
         spec, spec.resources.workers_per_trial, "resources.workers_per_trial"
